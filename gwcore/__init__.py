@@ -1,0 +1,64 @@
+"""gwcore: the native core of gwproxy.
+
+Every native module ``gwcore/<name>.pyx`` has a pure-Python twin ``gwcore/_<name>_py.py``
+with the same behaviour. The compiled one is used unless it is missing or ``GWCORE_PURE=1``
+is set (aiohttp's AIOHTTP_NO_EXTENSIONS habit). ``IMPLEMENTATIONS`` says which one each
+module uses; ``IMPLEMENTATION`` sums it up ("cython", "python" or "mixed").
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+PURE = os.environ.get("GWCORE_PURE", "") not in ("", "0")
+
+#: native modules gwcore knows about; each has a twin
+MODULES = ("router", "ratelimit", "cachekey")
+
+IMPLEMENTATIONS: dict[str, str] = {}
+
+
+def load(name: str) -> ModuleType:
+    """Return the module chosen for ``name`` (compiled unless missing or forced pure)."""
+    if not PURE:
+        try:
+            mod = importlib.import_module(f"gwcore.{name}")
+            if getattr(mod, "__file__", "").endswith((".so", ".pyd")):
+                IMPLEMENTATIONS[name] = "cython"
+                return mod
+        except ImportError:
+            pass
+    mod = importlib.import_module(f"gwcore._{name}_py")
+    IMPLEMENTATIONS[name] = "python"
+    return mod
+
+
+def twins(name: str) -> list[tuple[str, ModuleType]]:
+    """Both implementations of ``name`` that are importable, for tests that run on each."""
+    out = []
+    try:
+        mod = importlib.import_module(f"gwcore.{name}")
+        if getattr(mod, "__file__", "").endswith((".so", ".pyd")):
+            out.append(("cython", mod))
+    except ImportError:
+        pass
+    out.append(("python", importlib.import_module(f"gwcore._{name}_py")))
+    return out
+
+
+def implementation() -> str:
+    """'cython', 'python' or 'mixed', over the modules that exist in this tree."""
+    for name in MODULES:
+        if name not in IMPLEMENTATIONS:
+            try:
+                load(name)
+            except ImportError:
+                continue
+    kinds = set(IMPLEMENTATIONS.values())
+    if not kinds:
+        return "python"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+IMPLEMENTATION = "pure-forced" if PURE else None  # refined by implementation()

@@ -1,0 +1,245 @@
+"""The RSGI application granian runs in each worker: accept -> match -> route chain -> respond.
+
+The lifecycle after matching (policy, auth, throttle, validate, cache, integrate) is the
+per-route handler chain compiled in ``proxy.gateway``; this module does steps 1, 2 and 10.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import sys
+import time
+import traceback
+
+import gwcore
+
+from .context import BodyTooLarge, Request, Response, gateway_response
+from .gateway import Gateway
+
+log = logging.getLogger("gwproxy")
+
+_router_mod = gwcore.load("router")
+MATCH = _router_mod.MATCH
+NOT_FOUND = _router_mod.NOT_FOUND
+METHOD_NOT_ALLOWED = _router_mod.METHOD_NOT_ALLOWED
+BAD_PATH = _router_mod.BAD_PATH
+
+_perf_ns = time.perf_counter_ns
+_time = time.time
+
+
+def _id_source():
+    rnd = random.Random(os.urandom(32))
+    bits = rnd.getrandbits
+
+    def new_id() -> str:
+        h = "%032x" % bits(128)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return new_id
+
+
+def _split_peer(client: str) -> str:
+    """granian gives "ip:port" (IPv6 as "[::1]:port" or "::1:port")."""
+    if not client:
+        return ""
+    if client.startswith("["):
+        return client[1:client.index("]")]
+    host, sep, port = client.rpartition(":")
+    if sep and port.isdigit():
+        return host or client
+    return client
+
+
+class TrustedProxies:
+    """Resolve the client address from X-Forwarded-For, believing only configured hops."""
+
+    def __init__(self, cidrs):
+        self.nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+    def trusted(self, ip: str) -> bool:
+        try:
+            a = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(a in n for n in self.nets)
+
+    def resolve(self, peer: str, xff: str | None) -> str:
+        if not xff or not self.trusted(peer):
+            return peer
+        hops = [h.strip() for h in xff.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusted(hop):
+                try:
+                    ipaddress.ip_address(hop)
+                except ValueError:
+                    return peer
+                return hop
+        return hops[0] if hops else peer
+
+
+class GatewayApp:
+    """RSGI application object (``__rsgi__``, ``__rsgi_init__``, ``__rsgi_del__``)."""
+
+    def __init__(self, gateway: Gateway):
+        self.gw = gateway
+        srv = gateway.server
+        self.rid_header = srv.get("request_id_header", "x-request-id").lower()
+        self.max_body = int(srv.get("max_body_bytes", 10 * 1024 * 1024))
+        tp = srv.get("trusted_proxies") or []
+        self.trusted = TrustedProxies(tp) if tp else None
+        self.access_log = bool(srv.get("access_log", False))
+        self._log_buf: list[str] = []
+        self.new_id = _id_source()
+        self.admin = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def __rsgi_init__(self, loop):
+        loop.run_until_complete(self.gw.start())
+        admin_addr = self.gw.server.get("admin")
+        if admin_addr:
+            from .admin import start_admin
+            self.admin = loop.run_until_complete(start_admin(self.gw, admin_addr))
+        if self.access_log:
+            loop.call_later(1.0, self._flush_log, loop)
+
+    def __rsgi_del__(self, loop):
+        if self.admin is not None:
+            self.admin.close()
+        self._flush_log(None)
+        try:
+            loop.run_until_complete(self.gw.close())
+        except Exception:
+            pass
+
+    def _flush_log(self, loop):
+        if self._log_buf:
+            buf, self._log_buf = self._log_buf, []
+            sys.stdout.write("".join(buf))
+            sys.stdout.flush()
+        if loop is not None:
+            loop.call_later(1.0, self._flush_log, loop)
+
+    # -- the request path ------------------------------------------------------------
+    async def __rsgi__(self, scope, proto):
+        if scope.proto != "http":
+            proto.close(1000) if hasattr(proto, "close") else None
+            return
+        start_ns = _perf_ns()
+        rid = self.new_id()
+        headers = scope.headers.items()
+        method = scope.method
+        path = scope.path
+        peer = _split_peer(scope.client)
+        client = peer
+        if self.trusted is not None:
+            xff = scope.headers.get("x-forwarded-for")
+            client = self.trusted.resolve(peer, xff)
+        host = scope.authority or scope.headers.get("host") or ""
+        req = Request(proto, method, path, scope.query_string, headers, client, peer,
+                      scope.scheme, host, scope.http_version, rid, start_ns, _time(), self.max_body)
+        try:
+            resp = await self.handle(req)
+        except BodyTooLarge:
+            resp = gateway_response(413, "Request Entity Too Large")
+        except Exception:
+            log.error("request %s failed:\n%s", rid, traceback.format_exc())
+            resp = gateway_response(500, "Internal server error")
+        await self.respond(proto, req, resp)
+
+    async def handle(self, req: Request) -> Response:
+        cl = req.header("content-length")
+        if cl is not None:
+            if not cl.isdigit():
+                return gateway_response(400, "Bad Request")
+            if int(cl) > self.max_body:
+                return gateway_response(413, "Request Entity Too Large")
+        api, stage, rest = self.gw.resolve(req.host, req.path)
+        if stage is None:
+            return self._not_found(api)
+        req.api = stage.api
+        req.stage = stage
+        # granian hands over the already percent-decoded path (RSGI has no raw path), and the
+        # router decodes once more: escape "%" so that it decodes to exactly this path again
+        if "%" in rest:
+            rest = rest.replace("%", "%25")
+        status, route, params = stage.router.match(req.method, rest)
+        if status != MATCH:
+            if status == BAD_PATH:
+                return gateway_response(400, "Bad Request")
+            return self._not_found(api)
+        req.route = route
+        req.path_params = params
+        return await route.handler(req)
+
+    @staticmethod
+    def _not_found(api):
+        if api is not None and api.type == "http":
+            return gateway_response(404, "Not Found")
+        return gateway_response(403, "Missing Authentication Token")
+
+    async def respond(self, proto, req: Request, resp: Response) -> None:
+        headers = resp.headers
+        headers.append((self.rid_header, req.request_id))
+        status = resp.status
+        try:
+            if resp.stream is None:
+                if req.method == "HEAD" or status == 204 or status == 304:
+                    proto.response_empty(status, headers)
+                else:
+                    proto.response_bytes(status, headers, resp.body)
+            else:
+                await self._stream(proto, req, resp, headers)
+        finally:
+            if resp.on_close is not None:
+                try:
+                    await resp.on_close()
+                except Exception:
+                    pass
+        if self.access_log:
+            dur = (_perf_ns() - req.start_ns) / 1e6
+            self._log_buf.append(
+                f'{req.client_ip} - [{time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(req.start_time))}] '
+                f'"{req.method} {req.path}{"?" + req.query if req.query else ""} HTTP/{req.http_version}" '
+                f'{status} {req.request_id} {dur:.3f}ms\n')
+
+    async def _stream(self, proto, req, resp, headers):
+        stream = resp.stream
+        if req.method == "HEAD" or resp.status in (204, 304):
+            proto.response_empty(resp.status, headers)
+            return
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            proto.response_bytes(resp.status, headers, b"")
+            return
+        except Exception:
+            log.warning("request %s: upstream failed before the body", req.request_id)
+            r = gateway_response(502, "Bad Gateway")
+            r.headers.append((self.rid_header, req.request_id))
+            proto.response_bytes(502, r.headers, r.body)
+            return
+        transport = proto.response_stream(resp.status, headers)
+        try:
+            await transport.send_bytes(first)
+            async for chunk in stream:
+                await transport.send_bytes(chunk)
+        except Exception:
+            # response bytes already reached the client: all we can do is cut the stream
+            log.warning("request %s: stream aborted", req.request_id)
+            raise
+
+
+def create_app() -> GatewayApp:
+    """granian factory: build the gateway from $GWPROXY_CONFIG in this worker."""
+    from .gateway import load_gateway
+    try:
+        import uvloop  # noqa: F401  (granian picks it; imported here to fail early if missing)
+    except ImportError:
+        pass
+    logging.basicConfig(level=os.environ.get("GWPROXY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = os.environ["GWPROXY_CONFIG"]
+    return GatewayApp(load_gateway(path))

@@ -1,0 +1,178 @@
+"""`http_proxy` / `http` integrations: forward to an HTTP upstream through the pool.
+
+Everything that can be decided per route is decided here at config time: the URI
+template (stage variables substituted), the pool, the fixed headers. Per request we only
+render path parameters, strip hop-by-hop headers, add X-Forwarded-*, and stream.
+
+`http` is handled like `http_proxy` (request and response passed through); mapping
+templates are not supported yet.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlsplit
+
+from ..context import BodyTooLarge, Response, gateway_response
+import os
+
+from ..headers import connection_tokens, strip_request, strip_response
+
+#: bodies up to this size are read whole and sent in one write; larger ones stream
+SMALL_BODY = 64 * 1024
+#: upstream responses up to this size (with a Content-Length) are read whole
+SMALL_RESPONSE = 256 * 1024
+
+_STAGEVAR = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
+_PARAM = re.compile(r"\{([A-Za-z0-9_.\-]+)(\+?)\}")
+
+
+def substitute_stage_variables(text: str, variables: dict) -> str:
+    return _STAGEVAR.sub(lambda m: str(variables.get(m.group(1), "")), text)
+
+
+def check(cfg, locator) -> list[str]:
+    problems = []
+    for api_name, api in (cfg.get("apis") or {}).items():
+        for i, route in enumerate(api.get("routes") or []):
+            integ = route.get("integration") or {}
+            if integ.get("type") not in ("http_proxy", "http"):
+                continue
+            where = ("apis", api_name, "routes", i, "integration", "uri")
+            uri = _STAGEVAR.sub("x", integ.get("uri", ""))
+            parts = urlsplit(uri)
+            if parts.scheme != "http":
+                problems.append(locator.problem(where, f"expected an http:// URI, got {integ.get('uri')!r}"
+                                                + (" (https upstreams are not supported yet)" if parts.scheme == "https" else "")))
+                continue
+            if not parts.hostname:
+                problems.append(locator.problem(where, f"URI has no host: {integ.get('uri')!r}"))
+                continue
+            if "{" in (parts.netloc or ""):
+                problems.append(locator.problem(where, "path parameters are not allowed in the URI host"))
+            try:
+                parts.port
+            except ValueError:
+                problems.append(locator.problem(where, f"bad port in URI {integ.get('uri')!r}"))
+            names = set(re.findall(r"\{([A-Za-z0-9_.\-]+)\+?\}", route.get("route", "")))
+            for m in _PARAM.finditer(parts.path + "?" + parts.query):
+                n = m.group(1)
+                if n not in names and not (n == "proxy" and any(s.endswith("+}") for s in route.get("route", "").split("/"))):
+                    problems.append(locator.problem(where, f"URI uses {{{n}}} but the route has no such path parameter"))
+    return problems
+
+
+def _compile_template(path: str, greedy_name: str | None):
+    """A list of literal strings and (name, greedy) parameter references."""
+    parts = []
+    pos = 0
+    for m in _PARAM.finditer(path):
+        if m.start() > pos:
+            parts.append(path[pos:m.start()])
+        name = m.group(1)
+        greedy = bool(m.group(2)) or (name == "proxy" and greedy_name is not None)
+        if name == "proxy" and greedy_name is not None:
+            name = greedy_name
+        parts.append((name, greedy))
+        pos = m.end()
+    if pos < len(path):
+        parts.append(path[pos:])
+    if all(isinstance(p, str) for p in parts):
+        return "".join(parts)
+    return tuple(parts)
+
+
+def _render(template, params: dict) -> str:
+    if isinstance(template, str):
+        return template
+    out = []
+    for p in template:
+        if isinstance(p, str):
+            out.append(p)
+        else:
+            v = params.get(p[0], "")
+            out.append(quote(v, safe="/" if p[1] else "") if v else "")
+    return "".join(out)
+
+
+def build_integration(rb):
+    integ = rb.route["integration"]
+    uri = substitute_stage_variables(integ["uri"], rb.stage_variables)
+    parts = urlsplit(uri)
+    host = parts.hostname
+    port = parts.port or 80
+    greedy_name = None
+    for seg in rb.path.split("/"):
+        if seg.startswith("{") and seg.endswith("+}"):
+            greedy_name = seg[1:-2]
+    template = _compile_template(parts.path or "/", greedy_name)
+    fixed_query = parts.query
+    pass_host = bool(integ.get("pass_host", False))
+    host_header = host if port == 80 else f"{host}:{port}"
+    timeout = float(integ.get("timeout", 29.0))
+    gw = rb.gateway
+    fwd_port = os.environ.get("GWPROXY_LISTEN", ":80").rsplit(":", 1)[-1]
+    pool_ref = []
+
+    def get_pool():
+        if not pool_ref:
+            pool_ref.append(gw.services.upstreams.pool(host, port))
+        return pool_ref[0]
+
+    from ..upstream.errors import UpstreamError, UpstreamTimeout
+
+    async def http_proxy(req):
+        path = _render(template, req.path_params)
+        q = req.query
+        if fixed_query:
+            q = fixed_query + "&" + q if q else fixed_query
+        target = path + "?" + q if q else path
+        in_headers = req.headers
+        headers = strip_request(in_headers)
+        xff = None
+        named = connection_tokens(in_headers)
+        if not (named and "x-forwarded-for" in named):
+            for k, v in in_headers:
+                if k == "x-forwarded-for":
+                    xff = v if xff is None else xff + ", " + v
+        headers.append(("host", req.host if pass_host and req.host else host_header))
+        headers.append(("x-forwarded-for", f"{xff}, {req.peer_ip}" if xff else req.peer_ip))
+        headers.append(("x-forwarded-proto", req.scheme))
+        headers.append(("x-forwarded-port", fwd_port))
+        body = None
+        length = None
+        if req.has_body():
+            cl = req.declared_length()
+            if cl is not None and cl <= SMALL_BODY:
+                body = await req.body()
+            else:
+                body = req.stream()
+                length = cl
+        pool = get_pool()
+        try:
+            resp = await pool.request(req.method, target, headers, body, timeout=timeout, body_length=length)
+        except UpstreamTimeout:
+            return gateway_response(504, "Endpoint request timed out")
+        except UpstreamError:
+            return gateway_response(502, "Bad Gateway")
+        except BodyTooLarge:
+            raise
+        out_headers = strip_response(resp.headers)
+        if not resp.has_body() or req.method == "HEAD":
+            await resp.aclose()
+            r = Response(resp.status, out_headers, b"")
+        elif resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
+            try:
+                data = await resp.read()
+            except UpstreamTimeout:
+                await resp.aclose()
+                return gateway_response(504, "Endpoint request timed out")
+            except UpstreamError:
+                await resp.aclose()
+                return gateway_response(502, "Bad Gateway")
+            await resp.aclose()
+            r = Response(resp.status, out_headers, data)
+        else:
+            r = Response(resp.status, out_headers, stream=resp.__aiter__(), on_close=resp.aclose)
+        return r
+
+    return http_proxy

@@ -1,0 +1,58 @@
+"""`gwproxy serve`: validate the config in the master, then run granian (RSGI, uvloop).
+
+granian forks the workers; each builds its gateway from the same file
+(``proxy.app:create_app``). SIGTERM / SIGINT stop it: granian stops accepting, lets
+in-flight requests finish, and the workers close their services.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    config: str
+    host: str
+    port: int
+    workers: int
+    log_level: str = "info"
+    kill_timeout: int = 30   # seconds a worker may take to drain on stop
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def serve(settings: ServeSettings) -> int:
+    from granian.constants import Interfaces, Loops
+    from granian.server import Server
+
+    os.environ["GWPROXY_CONFIG"] = os.path.abspath(settings.config)
+    os.environ["GWPROXY_LISTEN"] = f"{settings.host}:{settings.port}"
+    os.environ.setdefault("GWPROXY_NODE_ID", f"{os.getpid()}-{time.time_ns()}")
+    # the worker processes import proxy from wherever this one did
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = here + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    srv = Server(
+        "proxy.app:create_app",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.RSGI,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        factory=True,
+        log_level=settings.log_level,
+        backlog=2048,
+        workers_kill_timeout=settings.kill_timeout,
+        websockets=False,
+    )
+    srv.serve()
+    return 0

@@ -1,0 +1,630 @@
+"""One upstream HTTP/1.1 connection: an asyncio.Protocol driving httptools' C parser.
+
+A :class:`Connection` carries one request at a time (no pipelining). The request
+coroutine (:meth:`Connection.send`) writes pre-encoded bytes and waits for the
+response head; the protocol callbacks fill an :class:`UpstreamResponse`, whose body
+is buffered only up to ``HIGH_WATER`` bytes before the transport stops reading.
+
+Waiting is done on bare futures that are only ever given ``None``; what happened is
+read from the connection's state afterwards. Timers are ``loop.call_at`` handles,
+cancelled on the fast path, never ``asyncio.wait_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from .errors import BodyLengthError, ProtocolError, ResetError, ResponseTooLarge, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pool import UpstreamPool
+
+__all__ = ["Connection", "UpstreamResponse", "HIGH_WATER"]
+
+# Response body buffered per connection before pause_reading(); reading resumes as
+# soon as the consumer takes the buffer.
+HIGH_WATER = 256 * 1024
+# Bodies up to this size are concatenated with the head into one write().
+_COALESCE_MAX = 64 * 1024
+
+_CONNECTION = b"connection"
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CHUNK_END = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+# Connection states (ints: compared on the hot path).
+CONNECTING, IDLE, ACTIVE, CLOSED = 0, 1, 2, 3
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing; the reason is on the connection."""
+
+
+class UpstreamResponse:
+    """A response head plus a lazily streamed body.
+
+    The body is consumed either with ``await read()`` or ``async for chunk in resp``.
+    When the body has been fully received the connection has already gone back to
+    the pool (if keep-alive allows); ``aclose()`` is then a no-op. Otherwise
+    ``aclose()`` closes the connection.
+    """
+
+    __slots__ = (
+        "status",
+        "headers",
+        "http_version",
+        "content_length",
+        "chunked",
+        "keep_alive",
+        "_has_body",
+        "_conn",
+        "_chunks",
+        "_buffered",
+        "_done",
+        "_exc",
+        "_waiter",
+        "_read_timeout",
+        "_loop",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.http_version = "1.1"
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = False
+        self._has_body = True
+        self._conn: Connection | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_timeout = read_timeout
+        self._loop = loop
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status} HTTP/{self.http_version} done={self._done}>"
+
+    def has_body(self) -> bool:
+        """False for responses that cannot have a body (HEAD, 1xx, 204, 304)."""
+        return self._has_body
+
+    # -- body ---------------------------------------------------------------
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        if len(chunks) == 1:
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
+        self._buffered = 0
+        conn = self._conn
+        if conn is not None and conn._reading_paused:
+            conn._resume_reading()
+        return data
+
+    async def _wait(self) -> None:
+        fut = self._loop.create_future()
+        self._waiter = fut
+        timer = self._loop.call_later(self._read_timeout, self._on_read_timeout)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _on_read_timeout(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn._fail(UpstreamTimeout("timed out reading the response body", kind="read_timeout"))
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def __aiter__(self) -> "UpstreamResponse":
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._chunks:
+                return self._take()
+            if self._exc is not None:
+                raise self._exc
+            if self._done:
+                raise StopAsyncIteration
+            await self._wait()
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body. More than ``limit`` bytes -> ResponseTooLarge (connection closed)."""
+        if limit is not None and self.content_length is not None and self.content_length > limit:
+            self._abort()
+            raise ResponseTooLarge(f"content-length {self.content_length} exceeds {limit}")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if self._chunks:
+                data = self._take()
+                size += len(data)
+                if limit is not None and size > limit:
+                    self._abort()
+                    raise ResponseTooLarge(f"body exceeds {limit} bytes")
+                parts.append(data)
+                continue
+            if self._exc is not None:
+                raise self._exc
+            if self._done:
+                break
+            await self._wait()
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _abort(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            conn._close()
+        if not self._done and self._exc is None:
+            self._exc = ResetError("response closed before the body was read", kind="closed")
+        self._chunks.clear()
+        self._buffered = 0
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool when the body was complete, else closed."""
+        if not self._done:
+            self._abort()
+
+    def __del__(self) -> None:
+        # An abandoned, half-read response must not pin a pool slot forever.
+        conn = self._conn
+        if conn is not None and not self._done:
+            try:
+                conn._close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+
+class Connection(asyncio.Protocol):
+    """One connection to one target. Owned by an :class:`UpstreamPool`."""
+
+    __slots__ = (
+        "pool",
+        "loop",
+        "transport",
+        "parser",
+        "state",
+        "requests",
+        "idle_since",
+        "_slot",
+        "_exc",
+        "_resp",
+        "_head_waiter",
+        "_drain_waiter",
+        "_write_paused",
+        "_reading_paused",
+        "_is_head",
+        "_in_head",
+        "_head_done",
+        "_request_done",
+        "_response_started",
+        "_keep",
+        "_until_close",
+        "_after_feed",
+        "_conn_close_tok",
+        "_conn_keep_tok",
+        "_stream_task",
+        "_in_iter",
+    )
+
+    def __init__(self, pool: "UpstreamPool", loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: Any = None
+        self.parser = HttpResponseParser(self)
+        self.state = CONNECTING
+        self.requests = 0
+        self.idle_since = 0.0
+        self._slot = True  # holds one of the pool's max_connections slots
+        self._exc: UpstreamError | None = None
+        self._resp: UpstreamResponse | None = None
+        self._head_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._reading_paused = False
+        self._is_head = False
+        self._in_head = False
+        self._head_done = False
+        self._request_done = False
+        self._response_started = False
+        self._keep = True
+        self._until_close = False
+        self._after_feed = 0  # 1: release/close after feed_data; 2: also replace the parser
+        self._conn_close_tok = False
+        self._conn_keep_tok = False
+        self._stream_task: asyncio.Task[Any] | None = None
+        self._in_iter = False
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover
+                pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.state == CLOSED
+        self.state = CLOSED
+        self._keep = False
+        resp = self._resp
+        if resp is not None and self._exc is None:
+            if self._head_done and self._until_close and exc is None and not was_closed and not resp._done:
+                # Read-until-close body: a clean EOF is the end of the message.
+                resp._done = True
+                resp._conn = None
+                self._resp = None
+                resp._wake()
+            else:
+                if self._head_done:
+                    self._exc = ResetError(
+                        "upstream closed the connection before the end of the body",
+                        kind="body_truncated",
+                        request_sent=True,
+                        response_started=True,
+                    )
+                else:
+                    self._exc = ResetError(
+                        "upstream closed the connection before a complete response head",
+                        request_sent=self._head_waiter is not None,
+                        response_started=self._response_started,
+                    )
+                self._wake_all()
+        self.pool._discard(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost decides what it meant
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._resp is None:
+            # Bytes while no request is outstanding (or after a HEAD response): the
+            # stream is out of sync; this connection can never be trusted again.
+            self._close()
+            return
+        self._response_started = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserCallbackError as e:
+            ctx = e.__context__
+            if isinstance(ctx, _Stop):
+                return  # _fail() already ran
+            self._fail(ProtocolError(f"invalid response: {ctx!r}"))
+            return
+        except HttpParserUpgrade:
+            self._fail(ProtocolError("unexpected protocol upgrade", kind="upgrade"))
+            return
+        except HttpParserError as e:
+            self._fail(ProtocolError(f"malformed response: {e}"))
+            return
+        if self._after_feed:
+            replace = self._after_feed == 2
+            self._after_feed = 0
+            self._finish_message(replace)
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        resp = self._resp
+        if resp is None or self._head_done:
+            # A second response for one request.
+            self._fail(ProtocolError("unsolicited response"))
+            raise _Stop
+        self._in_head = True
+        resp.headers = []
+        resp.content_length = None
+        resp.chunked = False
+        self._conn_close_tok = False
+        self._conn_keep_tok = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # chunked trailers: parsed (and validated) by llhttp, not forwarded
+        resp = self._resp
+        assert resp is not None
+        n = len(name)
+        if n == 14 or n == 17 or n == 10:
+            lname = name.lower()
+            if lname == _CONTENT_LENGTH:
+                # llhttp already rejects a second Content-Length and non-digits.
+                resp.content_length = int(value)
+            elif lname == _TRANSFER_ENCODING:
+                # Only "chunked" as the final coding frames the body (RFC 9112 6.3).
+                resp.chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            elif lname == _CONNECTION:
+                for tok in value.lower().split(b","):
+                    tok = tok.strip()
+                    if tok == b"close":
+                        self._conn_close_tok = True
+                    elif tok == b"keep-alive":
+                        self._conn_keep_tok = True
+        resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        resp = self._resp
+        assert resp is not None
+        self._in_head = False
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                return  # llhttp raises HttpParserUpgrade right after this
+            return  # interim response (100, 103): wait for the final one
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._fail(ProtocolError(f"unsupported HTTP version {version}", kind="version"))
+            raise _Stop
+        resp.status = status
+        resp.http_version = version
+        self._head_done = True
+        if self._is_head:
+            resp._has_body = False
+            # llhttp does not know this was a HEAD: it would wait for the body that
+            # Content-Length announces. Finish here and use a fresh parser next time.
+            if version == "1.1":
+                keep = not self._conn_close_tok
+            else:
+                keep = self._conn_keep_tok and not self._conn_close_tok
+            resp.keep_alive = keep
+            if not keep:
+                self._keep = False
+            resp._done = True
+            self._after_feed = 2
+        else:
+            resp.keep_alive = keep = parser.should_keep_alive()
+            if not keep:
+                self._keep = False
+            if status == 204 or status == 304:
+                resp._has_body = False
+            elif not resp.chunked and resp.content_length is None:
+                self._until_close = True
+        self._wake_writer()
+
+    def on_body(self, data: bytes) -> None:
+        resp = self._resp
+        if resp is None or resp._done:
+            # body bytes after a HEAD response: out of sync
+            self._keep = False
+            return
+        resp._chunks.append(data)
+        resp._buffered += len(data)
+        w = resp._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if resp._buffered > HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        resp = self._resp
+        if resp is None or not self._head_done:
+            return  # end of an interim (1xx) response
+        if self._after_feed:
+            return  # HEAD: already complete
+        resp._done = True
+        resp._wake()
+        self._after_feed = 1
+
+    # -- internals ------------------------------------------------------------
+
+    def _wake_writer(self) -> None:
+        w = self._head_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish_message(self, replace_parser: bool) -> None:
+        """The response is complete: detach it and give the connection back (or close it)."""
+        resp = self._resp
+        self._resp = None
+        if resp is not None:
+            resp._conn = None
+        if replace_parser:
+            self.parser = HttpResponseParser(self)
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self._keep and self._request_done and self._exc is None and self.state == ACTIVE:
+            self._head_done = False
+            self._response_started = False
+            self._until_close = False
+            self.pool._release(self)
+        else:
+            self._close()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.state != CLOSED:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _wake_all(self) -> None:
+        for w in (self._head_waiter, self._drain_waiter):
+            if w is not None and not w.done():
+                w.set_result(None)
+        resp = self._resp
+        if resp is not None:
+            resp._conn = None
+            if not resp._done:
+                if resp._exc is None:
+                    resp._exc = self._exc
+                resp._wake()
+        if self._in_iter and self._stream_task is not None:
+            # Waiting on the caller's body iterator: only cancellation interrupts it.
+            self._stream_task.cancel()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        """Record a fatal error, wake whoever waits, and drop the connection."""
+        if self._exc is not None:
+            return
+        self._exc = exc
+        self._keep = False
+        self._wake_all()
+        self._close()
+
+    def _close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._keep = False
+        t = self.transport
+        if t is not None:
+            t.abort()
+        self.pool._discard(self)
+
+    def _on_head_timeout(self, resp: UpstreamResponse) -> None:
+        if self._resp is not resp or self._head_done:
+            return  # the head arrived; send() is about to cancel this timer
+        self._fail(UpstreamTimeout("no response head within the integration timeout"))
+
+    # -- the request ------------------------------------------------------------
+
+    async def send(
+        self,
+        head: bytes,
+        body: Any,
+        body_length: int | None,
+        is_head: bool,
+        deadline: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """Write one request and wait for the final response head."""
+        loop = self.loop
+        resp = UpstreamResponse(loop, read_timeout)
+        resp._conn = self
+        self._resp = resp
+        self._is_head = is_head
+        self._request_done = False
+        self._head_done = False
+        self._response_started = False
+        self._until_close = False
+        self._after_feed = 0
+        self.requests += 1
+        waiter = self._head_waiter = loop.create_future()
+        timer = loop.call_at(deadline, self._on_head_timeout, resp)
+        transport = self.transport
+        # Once the head (and maybe the whole response) has arrived, this connection may
+        # already be back in the pool serving another request before this coroutine
+        # resumes: from here on only look at `resp`, never at per-request connection state.
+        try:
+            if body is None:
+                transport.write(head)
+            elif isinstance(body, bytes):
+                if len(body) <= _COALESCE_MAX:
+                    transport.write(head + body)
+                else:
+                    transport.write(head)
+                    transport.write(body)
+            elif isinstance(body, (bytearray, memoryview)):
+                transport.write(head)
+                transport.write(body)
+            else:
+                transport.write(head)
+                await self._write_stream(body, body_length, waiter)
+            self._request_done = True
+            if not waiter.done():
+                await waiter
+            exc = resp._exc
+            if exc is not None:
+                raise exc
+        except BaseException:
+            if self._resp is resp and self._exc is None:
+                # caller cancelled, or the body iterator raised: the stream is unusable
+                self._fail(ResetError("request aborted", kind="aborted"))
+            raise
+        finally:
+            timer.cancel()
+        return resp
+
+    async def _write_stream(
+        self, body: AsyncIterator[bytes], body_length: int | None, head_waiter: "asyncio.Future[None]"
+    ) -> None:
+        transport = self.transport
+        chunked = body_length is None
+        sent = 0
+        self._stream_task = asyncio.current_task()
+        it = body.__aiter__()
+        try:
+            while True:
+                self._in_iter = True
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if self._exc is not None:
+                        task = self._stream_task
+                        if task is not None:
+                            task.uncancel()
+                        return
+                    raise
+                finally:
+                    self._in_iter = False
+                if self._exc is not None:
+                    return
+                if head_waiter.done():
+                    # Early response (e.g. 413): stop sending; the connection cannot be reused.
+                    self._keep = False
+                    return
+                n = len(chunk)
+                if not n:
+                    continue
+                sent += n
+                if chunked:
+                    if n <= 16384:
+                        transport.write(b"%x\r\n%b\r\n" % (n, chunk))
+                    else:
+                        transport.writelines((b"%x\r\n" % n, chunk, _CHUNK_END))
+                else:
+                    if sent > body_length:  # type: ignore[operator]
+                        raise BodyLengthError(f"request body longer than declared {body_length}")
+                    transport.write(chunk)
+                if self._write_paused:
+                    fut = self._drain_waiter = self.loop.create_future()
+                    try:
+                        await fut
+                    finally:
+                        self._drain_waiter = None
+                    if self._exc is not None or head_waiter.done():
+                        if self._exc is None:
+                            self._keep = False
+                        return
+            if chunked:
+                transport.write(_LAST_CHUNK)
+            elif sent != body_length:
+                raise BodyLengthError(f"request body shorter ({sent}) than declared {body_length}")
+        finally:
+            self._stream_task = None
+            self._in_iter = False
