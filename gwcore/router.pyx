@@ -260,8 +260,12 @@ cdef class Router:
         cdef _Route r
         return [(r.method, r.path, r.value) for r in self._routes]
 
-    def match(self, str method not None, str path not None):
+    def match(self, method_, path_):
         """Match a request; see gwcore._router_py's docstring for the result and the rules."""
+        if not isinstance(method_, str) or not isinstance(path_, str):
+            raise TypeError("match() takes two str arguments: method and path")
+        cdef str method = <str>method_
+        cdef str path = <str>path_
         cdef Py_ssize_t n = len(path)
         cdef Py_ssize_t end, k, nseg, L
         cdef Py_UCS4 c

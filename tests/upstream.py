@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any
 
 
-class TestUpstream:
+class UpstreamServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.server = ThreadingHTTPServer((host, port), _Handler)
         self.server.daemon_threads = True

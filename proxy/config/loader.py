@@ -22,11 +22,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .schema import FORMAT_EXPECTED, format_checker, make_validator, parse_duration
+from .schema import FORMAT_EXPECTED, make_validator, parse_duration
 
 __all__ = ["ConfigError", "Locator", "load_config", "load_config_text", "format_path", "load_schema"]
 
-Path_ = tuple  # a field path: tuple of str (mapping keys) and int (list indexes)
 
 
 class ConfigError(Exception):
@@ -448,18 +447,24 @@ def _applicable(schema: dict, value: Any, root: dict) -> list[dict]:
     out = [schema]
     for sub in schema.get("allOf", ()):
         out.extend(_applicable(sub, value, root))
-    if "if" in schema and "then" in schema and _validator().evolve(schema=_with_defs(schema["if"], root)).is_valid(value):
+    if "if" in schema and "then" in schema and _sub_validator(schema["if"], root).is_valid(value):
         out.extend(_applicable(schema["then"], value, root))
     for key in ("oneOf", "anyOf"):
         for sub in schema.get(key, ()):
-            if _validator().evolve(schema=_with_defs(sub, root)).is_valid(value):
+            if _sub_validator(sub, root).is_valid(value):
                 out.extend(_applicable(sub, value, root))
                 break
     return out
 
 
-def _with_defs(sub: dict, root: dict) -> dict:
-    return {**sub, "$defs": root.get("$defs", {})} if isinstance(sub, dict) else sub
+def _sub_validator(sub: dict, root: dict):
+    """A validator for a piece of the schema (an if, a oneOf branch); cached per piece."""
+    cache = _SCHEMA_CACHE.setdefault("sub", {})
+    v = cache.get(id(sub))
+    if v is None:
+        full = {**sub, "$defs": root.get("$defs", {})} if isinstance(sub, dict) else sub
+        v = cache[id(sub)] = (_validator().evolve(schema=full), sub)
+    return v[0]
 
 
 def _apply_defaults(value: Any, schema: dict, root: dict) -> Any:

@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from .errors import ConnectError, ResetError, UpstreamError, UpstreamTimeout
-from .protocol import ACTIVE, CLOSED, IDLE, Connection, UpstreamResponse
+from .errors import ConnectError, ResetError, UpstreamTimeout
+from .protocol import ACTIVE, CLOSED, DETACHED, IDLE, Connection, UpstreamResponse
 
 __all__ = ["PoolSettings", "UpstreamPool"]
 
@@ -185,14 +185,12 @@ class UpstreamPool:
             idle = self._idle
             while idle:
                 conn = idle.pop()
-                if conn.state == IDLE:
-                    if loop.time() - conn.idle_since < self.settings.idle_timeout:
-                        conn.state = ACTIVE
-                        self._in_use += 1
-                        return conn
+                if loop.time() - conn.idle_since < self.settings.idle_timeout:
                     conn.state = ACTIVE
                     self._in_use += 1
-                    conn._close()
+                    return conn
+                conn.state = DETACHED
+                conn._close()
         if self._open < self.settings.max_connections:
             self._open += 1
             return await self._connect(loop, deadline)
@@ -208,7 +206,7 @@ class UpstreamPool:
                 if got is None:
                     self._slot_freed()
                 else:
-                    self._release(got, handed=True)
+                    self._release(got)
             raise
         finally:
             timer.cancel()
@@ -269,21 +267,18 @@ class UpstreamPool:
             t.abort()
         self._slot_freed()
 
-    def _release(self, conn: Connection, handed: bool = False) -> None:
-        """A connection finished a keep-alive response: hand it on or park it."""
-        if not handed:
-            self._in_use -= 1
+    def _release(self, conn: Connection) -> None:
+        """A connection (ACTIVE) finished a keep-alive response: hand it on or park it."""
         if self._closed:
-            self._in_use += 1  # _close() counts it out again
             conn._close()
             return
         waiters = self._waiters
         while waiters:
             w = waiters.popleft()
             if not w.done():
-                self._in_use += 1
-                w.set_result(conn)
+                w.set_result(conn)  # stays ACTIVE, still counted in use
                 return
+        self._in_use -= 1
         loop = conn.loop
         conn.state = IDLE
         conn.idle_since = loop.time()
@@ -291,26 +286,24 @@ class UpstreamPool:
         idle.append(conn)
         if len(idle) > self.settings.max_idle:
             old = idle.pop(0)
-            old.state = ACTIVE
-            self._in_use += 1
+            old.state = DETACHED
             old._close()
         if self._sweeper is None and idle:
             self._sweeper = loop.call_at(idle[0].idle_since + self.settings.idle_timeout, self._sweep)
 
-    def _discard(self, conn: Connection) -> None:
-        """A connection closed (by us or the peer): free its slot, exactly once."""
+    def _discard(self, conn: Connection, prev: int) -> None:
+        """A connection closed (by us or the peer) while in state ``prev``: free its slot once."""
         if not conn._slot:
             return
         conn._slot = False
         self._conns.discard(conn)
-        if conn.state == IDLE or conn in self._idle:
+        if prev == ACTIVE:
+            self._in_use -= 1
+        elif prev == IDLE:
             try:
                 self._idle.remove(conn)
-            except ValueError:
+            except ValueError:  # pragma: no cover
                 pass
-        else:
-            self._in_use -= 1
-        conn.state = CLOSED
         self._slot_freed()
 
     def _slot_freed(self) -> None:
@@ -332,8 +325,7 @@ class UpstreamPool:
         cutoff = loop.time() - self.settings.idle_timeout
         while idle and idle[0].idle_since <= cutoff:
             conn = idle.pop(0)
-            conn.state = ACTIVE
-            self._in_use += 1
+            conn.state = DETACHED
             conn._close()
         if idle:
             self._sweeper = loop.call_at(idle[0].idle_since + self.settings.idle_timeout, self._sweep)
@@ -353,12 +345,8 @@ class UpstreamPool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            conn.state = ACTIVE
-            self._in_use += 1
+            conn.state = DETACHED
             conn._close()
         # Let the transports finish closing before the loop may go away.
         await asyncio.sleep(0)
 
-
-def _unused(_: Any) -> UpstreamError:  # pragma: no cover - keeps the import for type users
-    return UpstreamError()

@@ -38,8 +38,9 @@ _TRANSFER_ENCODING = b"transfer-encoding"
 _CHUNK_END = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
-# Connection states (ints: compared on the hot path).
-CONNECTING, IDLE, ACTIVE, CLOSED = 0, 1, 2, 3
+# Connection states (ints: compared on the hot path). DETACHED: holds a pool slot but
+# is neither idle nor serving a request (connecting, or being closed by the pool).
+DETACHED, IDLE, ACTIVE, CLOSED = 0, 1, 2, 3
 
 
 class _Stop(Exception):
@@ -232,7 +233,7 @@ class Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: Any = None
         self.parser = HttpResponseParser(self)
-        self.state = CONNECTING
+        self.state = DETACHED
         self.requests = 0
         self.idle_since = 0.0
         self._slot = True  # holds one of the pool's max_connections slots
@@ -267,7 +268,8 @@ class Connection(asyncio.Protocol):
                 pass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_closed = self.state == CLOSED
+        prev = self.state
+        was_closed = prev == CLOSED
         self.state = CLOSED
         self._keep = False
         resp = self._resp
@@ -293,7 +295,7 @@ class Connection(asyncio.Protocol):
                         response_started=self._response_started,
                     )
                 self._wake_all()
-        self.pool._discard(self)
+        self.pool._discard(self, prev)
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost decides what it meant
@@ -495,14 +497,15 @@ class Connection(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
-        if self.state == CLOSED:
+        prev = self.state
+        if prev == CLOSED:
             return
         self.state = CLOSED
         self._keep = False
         t = self.transport
         if t is not None:
             t.abort()
-        self.pool._discard(self)
+        self.pool._discard(self, prev)
 
     def _on_head_timeout(self, resp: UpstreamResponse) -> None:
         if self._resp is not resp or self._head_done:

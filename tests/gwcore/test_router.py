@@ -318,6 +318,13 @@ def test_match_rejects_non_str(rt):
         r.match("GET", b"/a")
 
 
+def test_match_accepts_str_subclasses(rt):
+    class S(str):
+        pass
+    r = build(rt, ["GET /a/{x}"])
+    assert r.match(S("GET"), S("/a/b")) == (M, "GET /a/{x}", {"x": "b"})
+
+
 @pytest.mark.parametrize("first,second", [
     ("GET /pets/{id}", "GET /pets/{petId}"),
     ("GET /pets/{id}", "GET /pets/{id}"),

@@ -10,14 +10,13 @@ import psutil
 import pytest
 
 from tests.helpers import GatewayProcess, free_port, http_request
-from tests.upstream import TestUpstream
+from tests.upstream import UpstreamServer
 
 
-def _config(up_port: int, extra_routes: str = "", timeout: str = "29s", server_extra: str = "") -> str:
+def _config(up_port: int, extra_routes: str = "", timeout: str = "29s", max_body: int = 1048576) -> str:
     return f"""
 server:
-  max_body_bytes: 1048576
-{server_extra}
+  max_body_bytes: {max_body}
 apis:
   shop:
     type: rest
@@ -45,7 +44,7 @@ apis:
 
 @pytest.fixture(scope="module")
 def upstream():
-    with TestUpstream() as up:
+    with UpstreamServer() as up:
         yield up
 
 
@@ -166,20 +165,52 @@ def test_head_and_204_have_no_body(gw):
     assert status == 404 and json.loads(body) == {"status": 404}   # upstream errors pass through
 
 
+def _raw(port: int, head: bytes, body_chunks=(), read_timeout: float = 10.0) -> bytes:
+    """Send a raw request (ignoring a peer that stops reading) and return the raw answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    try:
+        s.sendall(head)
+        for c in body_chunks:
+            try:
+                s.sendall(c)
+            except OSError:
+                break
+        data = b""
+        while True:
+            try:
+                part = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not part:
+                break
+            data += part
+            if b"\r\n\r\n" in data:
+                head_, _, rest = data.partition(b"\r\n\r\n")
+                m = [l for l in head_.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+                if m and len(rest) >= int(m[0].split(b":")[1]):
+                    break
+        return data
+    finally:
+        s.close()
+
+
 def test_request_body_over_limit_is_413_before_read(gw, upstream):
     before = len(upstream.received)
-    status, _, body = gw.request("POST", "/prod/items/x", body=b"x" * (1048576 + 1))
-    assert status == 413
-    assert json.loads(body) == {"message": "Request Entity Too Large"}
+    # only the head is sent: the answer must come without the gateway waiting for the body
+    data = _raw(gw.port, b"POST /prod/items/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 413"), data[:200]
+    assert data.endswith(b'{"message":"Request Entity Too Large"}')
     assert len(upstream.received) == before
 
 
 def test_chunked_request_body_over_limit_is_413(gw, upstream):
-    def gen():
-        for _ in range(40):
-            yield b"y" * 65536
-    status, _, body = gw.request("POST", "/prod/raw/upload", body=gen())
-    assert status == 413
+    before = len(upstream.received)
+    chunk = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
+    data = _raw(gw.port, b"POST /prod/raw/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                [chunk] * 40 + [b"0\r\n\r\n"])
+    assert data.startswith(b"HTTP/1.1 413"), data[:200]
+    # the upstream never saw a complete request
+    assert all(r.get("body_len", 0) < 2 * 1048576 for r in upstream.received[before:])
 
 
 def test_upstream_garbage_is_502_without_detail(gw):
@@ -263,7 +294,7 @@ def test_20mb_streamed_both_ways_with_bounded_memory(gw, upstream):
     def gen():
         for _ in range(size // len(chunk)):
             yield chunk
-    big = GatewayProcess(_config(upstream.port, server_extra="  max_body_bytes: 41943040"))
+    big = GatewayProcess(_config(upstream.port, max_body=41943040))
     with big:
         base = _rss_tree(big.proc.pid)
         status, _, resp = big.request("POST", "/prod/raw/upload", body=gen())

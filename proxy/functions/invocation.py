@@ -1,0 +1,181 @@
+"""What every runtime shares: the invocation result, reserved concurrency, and the
+START / END / REPORT log lines."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import os
+import sys
+import time
+import uuid
+
+import orjson
+
+_UNSET = object()
+
+
+class Throttled(Exception):
+    """No concurrency slot became free within the bounded wait (429)."""
+
+
+class Result:
+    """One invocation's outcome.
+
+    The result is held as it came: ``value`` (a Python object, from ``inline``) or
+    ``payload`` (JSON bytes, from the other runtimes); each is derived from the other on
+    demand. ``error`` is ``None`` or the ``X-Amz-Function-Error`` value ("Unhandled").
+    """
+
+    __slots__ = ("_value", "_payload", "error", "log", "request_id")
+
+    def __init__(self, value=_UNSET, payload: bytes | None = None, error: str | None = None,
+                 request_id: str = ""):
+        self._value = value
+        self._payload = payload
+        self.error = error
+        self.log = ""
+        self.request_id = request_id
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            try:
+                self._payload = orjson.dumps(self._value)
+            except TypeError:
+                import json
+                self._payload = json.dumps(self._value).encode()
+        return self._payload
+
+    @property
+    def value(self):
+        """The result as a Python object; ValueError when the payload is not JSON."""
+        if self._value is _UNSET:
+            self._value = orjson.loads(self._payload)   # orjson.JSONDecodeError is a ValueError
+        return self._value
+
+    @property
+    def has_value(self) -> bool:
+        return self._value is not _UNSET
+
+
+def error_result(etype: str, message: str, request_id: str) -> Result:
+    return Result({"errorMessage": message, "errorType": etype, "requestId": request_id,
+                   "stackTrace": []}, error="Unhandled", request_id=request_id)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def deadline_ms(timeout: float) -> int:
+    return int((time.time() + timeout) * 1000)
+
+
+class Limiter:
+    """Reserved concurrency: at most ``n`` at once; a caller waits at most ``wait`` seconds
+    for a slot, then gets :class:`Throttled`."""
+
+    __slots__ = ("free", "wait", "_waiters")
+
+    def __init__(self, n: int, wait: float):
+        self.free = n
+        self.wait = wait
+        self._waiters: collections.deque = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        if self.wait <= 0:
+            raise Throttled()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_later(self.wait, _expire, fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release()     # we were handed a slot but will not use it
+            raise
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)     # hand the slot over directly
+                return
+        self.free += 1
+
+
+def _expire(fut) -> None:
+    if not fut.done():
+        fut.set_exception(Throttled())
+
+
+#: cap on the function output copied into the gateway log for one invocation
+MAX_LOG = 256 * 1024
+TAIL = 4096
+
+
+class FunctionLog:
+    """Writes each invocation's block (START, output, END, REPORT) to the gateway's log in
+    one write, prefixed with the function name, and returns the unprefixed block so the
+    Invoke API can return its tail."""
+
+    __slots__ = ("name", "memory_mb", "prefix", "fd")
+
+    def __init__(self, name: str, memory_mb: int, fd: int | None = None):
+        self.name = name
+        self.memory_mb = memory_mb
+        self.prefix = f"[function {name}] "
+        self.fd = fd
+
+    def record(self, request_id: str, output: str, duration_ms: float, max_mb: int | None,
+               init_ms: float | None = None, status: str | None = None,
+               init_output: str = "") -> str:
+        lines = []
+        if init_output:
+            lines.append(init_output.rstrip("\n"))
+        lines.append(f"START RequestId: {request_id} Version: $LATEST")
+        if output:
+            if len(output) > MAX_LOG:
+                output = "...\n" + output[-MAX_LOG:]
+            lines.append(output.rstrip("\n"))
+        lines.append(f"END RequestId: {request_id}")
+        rep = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+               f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+               f"Memory Size: {self.memory_mb} MB\tMax Memory Used: {max_mb or 0} MB\t")
+        if init_ms is not None:
+            rep += f"Init Duration: {init_ms:.2f} ms\t"
+        if status:
+            rep += f"Status: {status}\t"
+        lines.append(rep)
+        block = "\n".join(lines) + "\n"
+        self._write(block)
+        return block
+
+    def _write(self, block: str) -> None:
+        p = self.prefix
+        text = "".join(p + line + "\n" for line in block.splitlines())
+        fd = self.fd if self.fd is not None else 2
+        try:
+            os.write(fd, text.encode("utf-8", "replace"))
+        except OSError:
+            try:
+                sys.stderr.write(text)
+            except Exception:
+                pass
+
+
+def tail(log: str) -> str:
+    """The last 4 KB of an invocation's log (what ``X-Amz-Log-Type: Tail`` returns)."""
+    b = log.encode("utf-8", "replace")
+    return b[-TAIL:].decode("utf-8", "ignore")
+
+
+def timeout_message(request_id: str, timeout: float) -> tuple[str, str]:
+    return "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
