@@ -25,16 +25,18 @@ FEATURES: tuple[str, ...] = (
     # 5. throttle                   (proxy.throttle)
     # 6. validate                   (proxy.validate)
     # 7. cache lookup / store       (proxy.cache)
+    "proxy.cache",
 )
 
 INTEGRATIONS: dict[str, str] = {
     "http_proxy": "proxy.integrations.http",
     "http": "proxy.integrations.http",
     "mock": "proxy.integrations.mock",
-    # "aws_proxy": "proxy.functions.integration",
+    "aws_proxy": "proxy.functions.integration",
 }
 
 #: modules that only provide services / checks / admin routes (no per-route stage)
 SERVICES: tuple[str, ...] = (
     "proxy.integrations.upstreams",
+    "proxy.functions.service",
 )

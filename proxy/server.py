@@ -41,6 +41,11 @@ def serve(settings: ServeSettings) -> int:
     os.environ["PYTHONPATH"] = here + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     if here not in sys.path:
         sys.path.insert(0, here)
+    extra = {}
+    # experiment hooks for benchmarking granian's own settings (GWPROXY_GRANIAN="k=v,k=v")
+    for kv in filter(None, os.environ.get("GWPROXY_GRANIAN", "").split(",")):
+        k, _, v = kv.partition("=")
+        extra[k] = int(v) if v.isdigit() and k != "http" else v
     srv = Server(
         "proxy.app:create_app",
         address=settings.host,
@@ -53,6 +58,7 @@ def serve(settings: ServeSettings) -> int:
         backlog=2048,
         workers_kill_timeout=settings.kill_timeout,
         websockets=False,
+        **extra,
     )
     srv.serve()
     return 0

@@ -37,7 +37,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result,
-                         timeout_message, INIT_TIMEOUT)
+                         timeout_message)
+from .spec import INIT_TIMEOUT
 from .spec import FunctionSpec, log_stream_name
 from .worker import CognitoIdentity, LambdaContext, _InitError, error_document, make_client_context
 
@@ -83,6 +84,12 @@ def _install_capture() -> None:
             sys.stdout = _Tee(sys.stdout)
         if not isinstance(sys.stderr, _Tee):
             sys.stderr = _Tee(sys.stderr)
+
+
+def _thread_loop() -> None:
+    """Each handler thread gets its own event loop, as Lambda's main thread has one
+    (Mangum and others call ``asyncio.get_event_loop()`` from sync handlers)."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _max_rss_mb() -> int:
@@ -165,7 +172,8 @@ class InlineRuntime:
                 self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
                     getattr(fn, "__call__", None))
                 if not self._is_async:
-                    self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"fn-{self.spec.name}")
+                    self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"fn-{self.spec.name}",
+                                                    initializer=_thread_loop)
             except _InitError as e:
                 self._init_error = e.doc
             except Exception as e:  # noqa: BLE001
@@ -180,7 +188,8 @@ class InlineRuntime:
             if self._init_error is not None:
                 doc = dict(self._init_error, requestId=request_id)
                 res = Result(doc, error="Unhandled", request_id=request_id)
-                res.log = self.log.record(request_id, "", 0.0, _max_rss_mb(), init_ms, status="error")
+                res.log = self.log.record(request_id, f"[ERROR] {doc.get('errorType')}: {doc.get('errorMessage')}",
+                                          0.0, _max_rss_mb(), init_ms, status="error")
                 return res
             if isinstance(event, (bytes, bytearray, memoryview)):
                 import orjson

@@ -163,7 +163,28 @@ def _write_frame(fd: int, header: bytes, payload: bytes) -> None:
         view = view[n:]
 
 
+def check_main() -> None:
+    """``worker.py --check``: import the handler, exit 0, or print one problem line."""
+    handler_name = os.environ.get("_HANDLER", "")
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    sys.path.insert(0, task_root)
+    try:
+        load_handler(handler_name, task_root)
+    except _InitError as e:
+        msg = e.doc["errorMessage"]
+    except BaseException as e:  # noqa: BLE001
+        msg = f"importing the handler raised {type(e).__name__}: {e}"
+    else:
+        _flush()
+        os._exit(0)
+    _flush()
+    os.write(2, ("\nGWPROXY-CHECK: " + " ".join(msg.split()) + "\n").encode("utf-8", "replace"))
+    os._exit(1)
+
+
 def main(argv) -> None:
+    if len(argv) > 1 and argv[1] == "--check":
+        check_main()
     rfd, wfd = int(argv[1]), int(argv[2])
     ppid = int(os.environ.pop("_GWPROXY_PPID", "0") or 0)
     _set_pdeathsig()
@@ -263,7 +284,7 @@ def main(argv) -> None:
             payload = dump_result(doc)
         _flush()
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        _write_frame(wfd, dumps({"ok": ok, "maxrss_kb": maxrss}), payload)
+        _write_frame(wfd, dumps({"ok": ok, "maxrss_kb": maxrss, "fatal": fatal}), payload)
         if fatal:
             os._exit(1)
 

@@ -12,9 +12,10 @@ waiter; a closed one gives its slot to the oldest waiter, who then connects.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from .errors import ConnectError, ResetError, UpstreamTimeout
 from .protocol import ACTIVE, CLOSED, DETACHED, IDLE, Connection, UpstreamResponse
@@ -24,6 +25,8 @@ __all__ = ["PoolSettings", "UpstreamPool"]
 _FRAMING_LEN = (14, 17)  # len("content-length"), len("transfer-encoding")
 _FRAMING = ("content-length", "transfer-encoding")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"))
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +63,17 @@ def encode_head(
     given decides the framing. CR or LF inside any name or value is refused
     (header injection), as is whitespace in the request target.
     """
-    lines = "".join(
-        [f"{n}: {v}\r\n" for n, v in headers if len(n) not in _FRAMING_LEN or n.lower() not in _FRAMING]
-    )
+    parts = [f"{n}: {v}\r\n" for n, v in headers if len(n) not in _FRAMING_LEN or n.lower() not in _FRAMING]
+    lines = "".join(parts)
+    # Each part ends in its own CRLF; any other CR or LF is an injection attempt.
+    # Counted at C speed over the joined block instead of checking every value.
+    n = len(parts)
+    if lines.count("\n") != n or lines.count("\r") != n:
+        raise ValueError("CR or LF in a request header")
     if " " in target or "\r" in target or "\n" in target or not target:
         raise ValueError("invalid request target")
-    # Exactly one CR and one LF per line, counted at C speed instead of per value.
-    n_crlf = lines.count("\r\n")
-    if lines.count("\r") != n_crlf or lines.count("\n") != n_crlf:
-        raise ValueError("CR or LF in a request header")
+    if method not in _KNOWN_METHODS and not _TOKEN.fullmatch(method):
+        raise ValueError("invalid request method")
     return f"{method} {target} HTTP/1.1\r\n{lines}{framing}\r\n".encode("latin-1")
 
 
@@ -162,7 +167,7 @@ class UpstreamPool:
             replayable = True
         else:
             framing = "Transfer-Encoding: chunked\r\n" if body_length is None else f"Content-Length: {body_length}\r\n"
-            replayable = False
+            replayable = False  # unless send() fails before pulling from it
         head = encode_head(method, target, headers, framing)
         is_head = method == "HEAD"
         rt = timeout if read_timeout is None else read_timeout
@@ -172,8 +177,11 @@ class UpstreamPool:
             return await conn.send(head, body, body_length, is_head, deadline, rt)
         except ResetError as e:
             # Stale keep-alive race: the server closed an idle connection just as we
-            # reused it. Retry once on a new connection if nothing came back.
-            if conn.requests <= 1 or e.response_started or not replayable:
+            # reused it. Retry once on a new connection if no response byte came back
+            # and the body can be sent again (bytes, or a stream not yet touched).
+            if e.request_sent and (
+                conn.requests <= 1 or e.response_started or (not replayable and conn.body_pulled)
+            ):
                 raise
         conn = await self._acquire(loop, deadline, True)
         return await conn.send(head, body, body_length, is_head, deadline, rt)
@@ -215,6 +223,10 @@ class UpstreamPool:
                 self._slot_freed()
                 raise ConnectError("pool is closed", kind="closed")
             return await self._connect(loop, deadline)
+        if conn_or_slot.state != ACTIVE:
+            # handed over, then closed by the peer before we ran: its slot went to
+            # the next waiter; queue again (bounded by the same deadline)
+            return await self._acquire(loop, deadline, fresh)
         return conn_or_slot
 
     def _waiter_timeout(self, fut: asyncio.Future[Connection | None]) -> None:

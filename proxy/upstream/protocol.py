@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -47,42 +47,15 @@ class _Stop(Exception):
     """Raised from a parser callback to stop parsing; the reason is on the connection."""
 
 
-class UpstreamResponse:
-    """A response head plus a lazily streamed body.
+class _Body:
+    """Body state shared by a connection and its response (the connection never holds
+    the :class:`UpstreamResponse` itself once the head is in, so a response the caller
+    drops is freed at once and its ``__del__`` can close a half-read connection)."""
 
-    The body is consumed either with ``await read()`` or ``async for chunk in resp``.
-    When the body has been fully received the connection has already gone back to
-    the pool (if keep-alive allows); ``aclose()`` is then a no-op. Otherwise
-    ``aclose()`` closes the connection.
-    """
+    __slots__ = ("_conn", "_chunks", "_buffered", "_done", "_exc", "_waiter", "_read_timeout", "_loop")
 
-    __slots__ = (
-        "status",
-        "headers",
-        "http_version",
-        "content_length",
-        "chunked",
-        "keep_alive",
-        "_has_body",
-        "_conn",
-        "_chunks",
-        "_buffered",
-        "_done",
-        "_exc",
-        "_waiter",
-        "_read_timeout",
-        "_loop",
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.http_version = "1.1"
-        self.content_length: int | None = None
-        self.chunked = False
-        self.keep_alive = False
-        self._has_body = True
-        self._conn: Connection | None = None
+    def __init__(self, conn: "Connection", loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        self._conn: Connection | None = conn
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._done = False
@@ -90,15 +63,6 @@ class UpstreamResponse:
         self._waiter: asyncio.Future[None] | None = None
         self._read_timeout = read_timeout
         self._loop = loop
-
-    def __repr__(self) -> str:
-        return f"<UpstreamResponse {self.status} HTTP/{self.http_version} done={self._done}>"
-
-    def has_body(self) -> bool:
-        """False for responses that cannot have a body (HEAD, 1xx, 204, 304)."""
-        return self._has_body
-
-    # -- body ---------------------------------------------------------------
 
     def _take(self) -> bytes:
         chunks = self._chunks
@@ -125,7 +89,7 @@ class UpstreamResponse:
 
     def _on_read_timeout(self) -> None:
         conn = self._conn
-        if conn is not None:
+        if conn is not None and conn._body is self:
             conn._fail(UpstreamTimeout("timed out reading the response body", kind="read_timeout"))
 
     def _wake(self) -> None:
@@ -133,7 +97,7 @@ class UpstreamResponse:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def __aiter__(self) -> "UpstreamResponse":
+    def __aiter__(self) -> "_Body":
         return self
 
     async def __anext__(self) -> bytes:
@@ -146,11 +110,7 @@ class UpstreamResponse:
                 raise StopAsyncIteration
             await self._wait()
 
-    async def read(self, limit: int | None = None) -> bytes:
-        """The whole body. More than ``limit`` bytes -> ResponseTooLarge (connection closed)."""
-        if limit is not None and self.content_length is not None and self.content_length > limit:
-            self._abort()
-            raise ResponseTooLarge(f"content-length {self.content_length} exceeds {limit}")
+    async def read(self, limit: int | None) -> bytes:
         parts: list[bytes] = []
         size = 0
         while True:
@@ -181,17 +141,76 @@ class UpstreamResponse:
         self._chunks.clear()
         self._buffered = 0
 
+
+class UpstreamResponse:
+    """A response head plus a lazily streamed body.
+
+    The body is consumed either with ``await read()`` or ``async for chunk in resp``.
+    When the body has been fully received the connection has already gone back to
+    the pool (if keep-alive allows); ``aclose()`` is then a no-op. Otherwise
+    ``aclose()`` closes the connection; so does dropping a half-read response.
+    """
+
+    __slots__ = ("status", "headers", "http_version", "content_length", "chunked", "keep_alive", "_has_body", "_b")
+
+    def __init__(self, body: _Body) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.http_version = "1.1"
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = False
+        self._has_body = True
+        self._b = body
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status} HTTP/{self.http_version} done={self._b._done}>"
+
+    def has_body(self) -> bool:
+        """False for responses that cannot have a body (HEAD, 1xx, 204, 304)."""
+        return self._has_body
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been received (it may still be buffered here)."""
+        return self._b._done
+
+    def __aiter__(self) -> _Body:
+        """Body chunks as they arrive; at most ~HIGH_WATER + one socket read buffered."""
+        return self._b
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._b.__anext__()
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body. More than ``limit`` bytes -> ResponseTooLarge (connection closed)."""
+        b = self._b
+        if limit is not None and self.content_length is not None and self.content_length > limit:
+            b._abort()
+            raise ResponseTooLarge(f"content-length {self.content_length} exceeds {limit}")
+        if b._done and b._exc is None:
+            # common case: the whole (small) body came with the head
+            chunks = b._chunks
+            if not chunks:
+                return b""
+            data = b._take()
+            if limit is not None and len(data) > limit:
+                raise ResponseTooLarge(f"body exceeds {limit} bytes")
+            return data
+        return await b.read(limit)
+
     async def aclose(self) -> None:
         """Release the connection: back to the pool when the body was complete, else closed."""
-        if not self._done:
-            self._abort()
+        b = self._b
+        if not b._done:
+            b._abort()
 
     def __del__(self) -> None:
-        # An abandoned, half-read response must not pin a pool slot forever.
-        conn = self._conn
-        if conn is not None and not self._done:
+        # An abandoned, half-read response must not pin a pool slot.
+        b = self._b
+        if b._conn is not None and not b._done:
             try:
-                conn._close()
+                b._abort()
             except Exception:  # pragma: no cover - interpreter shutdown
                 pass
 
@@ -210,6 +229,7 @@ class Connection(asyncio.Protocol):
         "_slot",
         "_exc",
         "_resp",
+        "_body",
         "_head_waiter",
         "_drain_waiter",
         "_write_paused",
@@ -226,6 +246,7 @@ class Connection(asyncio.Protocol):
         "_conn_keep_tok",
         "_stream_task",
         "_in_iter",
+        "body_pulled",
     )
 
     def __init__(self, pool: "UpstreamPool", loop: asyncio.AbstractEventLoop) -> None:
@@ -238,7 +259,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._slot = True  # holds one of the pool's max_connections slots
         self._exc: UpstreamError | None = None
-        self._resp: UpstreamResponse | None = None
+        self._resp: UpstreamResponse | None = None  # only while parsing the head
+        self._body: _Body | None = None  # set while a request is outstanding
         self._head_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -255,6 +277,7 @@ class Connection(asyncio.Protocol):
         self._conn_keep_tok = False
         self._stream_task: asyncio.Task[Any] | None = None
         self._in_iter = False
+        self.body_pulled = False  # whether send() took anything from a streamed body
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -272,14 +295,14 @@ class Connection(asyncio.Protocol):
         was_closed = prev == CLOSED
         self.state = CLOSED
         self._keep = False
-        resp = self._resp
-        if resp is not None and self._exc is None:
-            if self._head_done and self._until_close and exc is None and not was_closed and not resp._done:
+        b = self._body
+        if b is not None and self._exc is None and not b._done:
+            if self._head_done and self._until_close and exc is None and not was_closed:
                 # Read-until-close body: a clean EOF is the end of the message.
-                resp._done = True
-                resp._conn = None
-                self._resp = None
-                resp._wake()
+                b._done = True
+                b._conn = None
+                self._body = None
+                b._wake()
             else:
                 if self._head_done:
                     self._exc = ResetError(
@@ -298,6 +321,10 @@ class Connection(asyncio.Protocol):
         self.pool._discard(self, prev)
 
     def eof_received(self) -> bool | None:
+        if self._body is None:
+            # The server closed an idle keep-alive connection: drop it from the pool
+            # now rather than when connection_lost is scheduled.
+            self._close()
         return None  # let the transport close; connection_lost decides what it meant
 
     def pause_writing(self) -> None:
@@ -310,7 +337,7 @@ class Connection(asyncio.Protocol):
             w.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self._resp is None:
+        if self._body is None:
             # Bytes while no request is outstanding (or after a HEAD response): the
             # stream is out of sync; this connection can never be trusted again.
             self._close()
@@ -351,10 +378,9 @@ class Connection(asyncio.Protocol):
         self._conn_keep_tok = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # chunked trailers: parsed (and validated) by llhttp, not forwarded
         resp = self._resp
-        assert resp is not None
+        if resp is None or not self._in_head:
+            return  # chunked trailers: parsed (and validated) by llhttp, not forwarded
         n = len(name)
         if n == 14 or n == 17 or n == 10:
             lname = name.lower()
@@ -401,7 +427,7 @@ class Connection(asyncio.Protocol):
             resp.keep_alive = keep
             if not keep:
                 self._keep = False
-            resp._done = True
+            self._body._done = True  # type: ignore[union-attr]
             self._after_feed = 2
         else:
             resp.keep_alive = keep = parser.should_keep_alive()
@@ -411,31 +437,32 @@ class Connection(asyncio.Protocol):
                 resp._has_body = False
             elif not resp.chunked and resp.content_length is None:
                 self._until_close = True
+        self._resp = None  # the request coroutine holds it; the body state is enough now
         self._wake_writer()
 
     def on_body(self, data: bytes) -> None:
-        resp = self._resp
-        if resp is None or resp._done:
+        b = self._body
+        if b is None or b._done:
             # body bytes after a HEAD response: out of sync
             self._keep = False
             return
-        resp._chunks.append(data)
-        resp._buffered += len(data)
-        w = resp._waiter
+        b._chunks.append(data)
+        b._buffered += len(data)
+        w = b._waiter
         if w is not None and not w.done():
             w.set_result(None)
-        if resp._buffered > HIGH_WATER and not self._reading_paused:
+        if b._buffered > HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
-        resp = self._resp
-        if resp is None or not self._head_done:
+        b = self._body
+        if b is None or not self._head_done:
             return  # end of an interim (1xx) response
         if self._after_feed:
             return  # HEAD: already complete
-        resp._done = True
-        resp._wake()
+        b._done = True
+        b._wake()
         self._after_feed = 1
 
     # -- internals ------------------------------------------------------------
@@ -450,10 +477,11 @@ class Connection(asyncio.Protocol):
 
     def _finish_message(self, replace_parser: bool) -> None:
         """The response is complete: detach it and give the connection back (or close it)."""
-        resp = self._resp
+        b = self._body
+        self._body = None
         self._resp = None
-        if resp is not None:
-            resp._conn = None
+        if b is not None:
+            b._conn = None
         if replace_parser:
             self.parser = HttpResponseParser(self)
         if self._reading_paused:
@@ -476,13 +504,13 @@ class Connection(asyncio.Protocol):
         for w in (self._head_waiter, self._drain_waiter):
             if w is not None and not w.done():
                 w.set_result(None)
-        resp = self._resp
-        if resp is not None:
-            resp._conn = None
-            if not resp._done:
-                if resp._exc is None:
-                    resp._exc = self._exc
-                resp._wake()
+        b = self._body
+        if b is not None:
+            b._conn = None
+            if not b._done:
+                if b._exc is None:
+                    b._exc = self._exc
+                b._wake()
         if self._in_iter and self._stream_task is not None:
             # Waiting on the caller's body iterator: only cancellation interrupts it.
             self._stream_task.cancel()
@@ -507,8 +535,8 @@ class Connection(asyncio.Protocol):
             t.abort()
         self.pool._discard(self, prev)
 
-    def _on_head_timeout(self, resp: UpstreamResponse) -> None:
-        if self._resp is not resp or self._head_done:
+    def _on_head_timeout(self, b: _Body) -> None:
+        if self._body is not b or self._head_done:
             return  # the head arrived; send() is about to cancel this timer
         self._fail(UpstreamTimeout("no response head within the integration timeout"))
 
@@ -524,23 +552,27 @@ class Connection(asyncio.Protocol):
         read_timeout: float,
     ) -> UpstreamResponse:
         """Write one request and wait for the final response head."""
+        if self.state != ACTIVE:
+            raise ResetError("connection closed before the request was sent", request_sent=False)
         loop = self.loop
-        resp = UpstreamResponse(loop, read_timeout)
-        resp._conn = self
+        b = _Body(self, loop, read_timeout)
+        resp = UpstreamResponse(b)
         self._resp = resp
+        self._body = b
         self._is_head = is_head
         self._request_done = False
         self._head_done = False
         self._response_started = False
         self._until_close = False
         self._after_feed = 0
+        self.body_pulled = False
         self.requests += 1
         waiter = self._head_waiter = loop.create_future()
-        timer = loop.call_at(deadline, self._on_head_timeout, resp)
+        timer = loop.call_at(deadline, self._on_head_timeout, b)
         transport = self.transport
         # Once the head (and maybe the whole response) has arrived, this connection may
         # already be back in the pool serving another request before this coroutine
-        # resumes: from here on only look at `resp`, never at per-request connection state.
+        # resumes: from here on only look at `b`, never at per-request connection state.
         try:
             if body is None:
                 transport.write(head)
@@ -559,11 +591,11 @@ class Connection(asyncio.Protocol):
             self._request_done = True
             if not waiter.done():
                 await waiter
-            exc = resp._exc
+            exc = b._exc
             if exc is not None:
                 raise exc
         except BaseException:
-            if self._resp is resp and self._exc is None:
+            if self._body is b and self._exc is None:
                 # caller cancelled, or the body iterator raised: the stream is unusable
                 self._fail(ResetError("request aborted", kind="aborted"))
             raise
@@ -582,6 +614,7 @@ class Connection(asyncio.Protocol):
         try:
             while True:
                 self._in_iter = True
+                self.body_pulled = True
                 try:
                     chunk = await it.__anext__()
                 except StopAsyncIteration:

@@ -1,0 +1,4 @@
+"""The ``remote`` runtime (placeholder until implemented)."""
+class RemoteRuntime:
+    def __init__(self, spec, log, concurrency):
+        raise NotImplementedError("remote")

@@ -1,0 +1,4 @@
+"""The ``runtime-api`` runtime (placeholder until implemented)."""
+class RuntimeApiRuntime:
+    def __init__(self, spec, log, concurrency):
+        raise NotImplementedError("runtime-api")
