@@ -14,11 +14,11 @@ __all__ = ["CacheService", "stage_id", "route_id"]
 
 
 def stage_id(api: str, stage: str) -> str:
-    return xxhash.xxh3_64_hexdigest(f"{api}\0{stage}")
+    return xxhash.xxh3_64_hexdigest(f"{api}\0{stage}".encode())
 
 
 def route_id(route_key: str) -> str:
-    return xxhash.xxh3_64_hexdigest(route_key)
+    return xxhash.xxh3_64_hexdigest(route_key.encode())
 
 
 class CacheService:

@@ -25,6 +25,7 @@ __all__ = ["PoolSettings", "UpstreamPool"]
 _FRAMING_LEN = (14, 17)  # len("content-length"), len("transfer-encoding")
 _FRAMING = ("content-length", "transfer-encoding")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"))
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -179,8 +180,12 @@ class UpstreamPool:
             # Stale keep-alive race: the server closed an idle connection just as we
             # reused it. Retry once on a new connection if no response byte came back
             # and the body can be sent again (bytes, or a stream not yet touched).
+            # A request that may have reached the server is replayed only when it is
+            # idempotent (RFC 9110 9.2.2): a POST the server got and then reset must not
+            # run twice.
             if e.request_sent and (
                 conn.requests <= 1 or e.response_started or (not replayable and conn.body_pulled)
+                or method not in _IDEMPOTENT
             ):
                 raise
         conn = await self._acquire(loop, deadline, True)
