@@ -194,7 +194,7 @@ def _open_segment(path: str | None, slots: int):
         return mm, -1, slots
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)      # serialize creation
+        fcntl.lockf(fd, fcntl.LOCK_EX, 8, 0)  # serialize creation (POSIX lock on the magic)
         st = os.fstat(fd)
         if st.st_size == 0:
             os.ftruncate(fd, HEADER + slots * SLOT)
@@ -204,8 +204,9 @@ def _open_segment(path: str | None, slots: int):
             magic, slots, _ = _HDR.unpack(os.pread(fd, _HDR.size, 0))
             if magic != MAGIC or st.st_size != HEADER + slots * SLOT:
                 raise ValueError(f"{path} is not a gwproxy rate-limit table")
-        fcntl.flock(fd, fcntl.LOCK_SH)      # downgrade: "in use" until close
+        fcntl.flock(fd, fcntl.LOCK_SH)      # "in use" until close
         mm = mmap.mmap(fd, HEADER + slots * SLOT, flags=mmap.MAP_SHARED)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 8, 0)
         return mm, fd, slots
     except BaseException:
         os.close(fd)

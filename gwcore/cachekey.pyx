@@ -16,11 +16,27 @@ cdef object _xxh3_128_digest = xxhash.xxh3_128_digest
 cdef object _xxh3_128_hexdigest = xxhash.xxh3_128_hexdigest
 
 
+# length prefixes and counts of small sizes, made once: no allocation per field
+cdef tuple _LP = tuple([f"{i}:" for i in range(512)])
+cdef tuple _CNT = tuple([f"{i}#" for i in range(64)])
+
+
 cdef inline str _enc(str s):
     return str(len(s)) + ":" + s
 
 
+cdef inline void _add(list parts, str s):
+    cdef Py_ssize_t n = len(s)
+    if n < 512:
+        parts.append(<str>_LP[n])
+    else:
+        parts.append(str(n) + ":")
+    parts.append(s)
+
+
 cdef inline str _count(Py_ssize_t n):
+    if n < 64:
+        return <str>_CNT[n]
     return str(n) + "#"
 
 
@@ -44,8 +60,10 @@ cdef class KeySpec:
                      object headers, object path_params, object identity=None,
                      object body=None):
         cdef bint strict = self.strict
-        cdef list parts = [self._prefix, _enc(method),
-                           _enc((<str>host).lower() if host else ""), _enc(path)]
+        cdef list parts = [self._prefix]
+        _add(parts, method)
+        _add(parts, (<str>host).lower() if host else "")
+        _add(parts, path)
         cdef str name, seg, q, k, v
         cdef object val, lst, pv
         cdef dict qvals, hvals
@@ -54,7 +72,10 @@ cdef class KeySpec:
         cdef tuple kv
         for name in self.path_params:
             pv = path_params.get(name) if path_params else None
-            parts.append("~" if pv is None else _enc(<str>pv))
+            if pv is None:
+                parts.append("~")
+            else:
+                _add(parts, <str>pv)
         if self.query:
             qvals = {}
         else:
@@ -89,7 +110,10 @@ cdef class KeySpec:
             else:
                 parts.append(_count(len(<list>lst)))
                 for val in <list>lst:
-                    parts.append("~" if val is None else _enc(<str>val))
+                    if val is None:
+                        parts.append("~")
+                    else:
+                        _add(parts, <str>val)
         hset = self._hset
         allowed = self.allowed
         hvals = None
@@ -112,9 +136,15 @@ cdef class KeySpec:
             else:
                 parts.append(_count(len(<list>lst)))
                 for val in <list>lst:
-                    parts.append(_enc(<str>val))
-        parts.append("~" if identity is None else _enc(<str>identity))
-        parts.append("~" if body is None else _enc(<str>_xxh3_128_hexdigest(body)))
+                    _add(parts, <str>val)
+        if identity is None:
+            parts.append("~")
+        else:
+            _add(parts, <str>identity)
+        if body is None:
+            parts.append("~")
+        else:
+            _add(parts, <str>_xxh3_128_hexdigest(body))
         return "".join(parts).encode("utf-8", "surrogatepass")
 
 
@@ -126,10 +156,10 @@ def with_vary(bytes canonical, names, headers):
     cdef tuple kv
     for name in names:
         vals = [kv[1] for kv in headers if kv[0] == name]
-        parts.append(_enc(name))
+        _add(parts, name)
         parts.append(_count(len(vals)))
         for v in vals:
-            parts.append(_enc(<str>v))
+            _add(parts, <str>v)
     return canonical + "".join(parts).encode("utf-8", "surrogatepass")
 
 

@@ -40,6 +40,7 @@ cdef extern from *:
     void gw_unlock(uint32_t *p) nogil
 
 IMPLEMENTATION = "cython"
+cdef tuple _ACCEPTED = (-1, 0.0)     # the common answer, not allocated per call
 PROBES = _PROBES
 cdef enum:
     NPROBES = 16
@@ -306,6 +307,8 @@ cdef class Table:
                 if s >= 0:
                     sl[s].a = cval[j] + cost
         self._unlock()
+        if failed < 0:
+            return _ACCEPTED
         return failed, wait
 
     def read(self, items, double now=0.0):

@@ -2,12 +2,23 @@
 """Side-by-side benchmark: gwproxy vs nginx proxying the same nginx backend, same run.
 
     python loadtests/compare.py [--rounds 3] [--duration 10] [--connections 64]
-                                [--scenarios plain,...] [--json out.json] [--readme]
+                                [--scenarios plain,...|all] [--fixed-rate auto|N|0]
+                                [--json out.json] [--readme] [--list]
 
 For each scenario, alternating rounds: nginx-as-proxy, then gwproxy, each driven by wrk
-(Debian package) with the same connections and duration. Prints requests/s and p50/p99
-for each (median over rounds) and the gwproxy/nginx ratio. ``--readme`` rewrites the
-table between the BENCH markers in README.md.
+(Debian package) with the same connections and duration (closed loop: requests/s at
+saturation, with wrk's p50/p99). Then, unless ``--fixed-rate 0``, the same alternation
+with an open-loop client (loadtests/fixed_rate.py) offering the *same* request rate to
+both, so that p99 is compared at the same load: ``auto`` (the default) offers half of
+gwproxy's median saturation rate for that scenario, capped at what the Python client can
+schedule on time (``--fixed-rate-cap`` per ``--client-procs``); rounds where the schedule
+was not met are flagged "(saturated)" in the table. Medians over rounds; the ratio is
+gwproxy/nginx. ``--readme`` rewrites the table between the BENCH markers in README.md.
+
+Scenarios: ``plain`` here; feature modules add theirs (loadtests/bench_*.py, each a
+``scenarios(backend, root)`` returning dicts); ``mix`` combines them (one API per
+component, weighted rotation, see MIX_WEIGHTS) and has no nginx equivalent. ``all`` runs
+every scenario. ``--list`` prints them.
 
 Everything listens on 127.0.0.1; every run is bounded by --duration.
 """
@@ -16,15 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,62 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
-
-
-NGINX_BACKEND = """
-worker_processes 1;
-daemon off;
-pid {dir}/backend.pid;
-error_log {dir}/backend-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{ default_type application/json; return 200 '{body}'; }}
-  }}
-}}
-"""
-
-NGINX_PROXY = """
-worker_processes {workers};
-daemon off;
-pid {dir}/proxy.pid;
-error_log {dir}/proxy-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    }}
-  }}
-}}
-"""
+from loadtests import harness as h  # noqa: E402
+from loadtests.harness import (  # noqa: E402,F401  (re-exported for older imports)
+    NGINX_BACKEND, NGINX_PROXY, Proc, cpu_model, free_port, wait_port,
+)
 
 
 @dataclass
@@ -99,6 +54,22 @@ class Scenario:
     extra_config: str = ""    # extra top-level YAML (functions, usage plans, ...)
     headers: dict = field(default_factory=dict)
     stage_extra: str = ""
+    config: str | None = None      # a whole gateway config (overrides the fields above)
+    rotation: list | None = None   # [(gw_path, headers), ...] cycled per request (the mix)
+
+
+#: the "realistic mix": scenario key prefix -> weight (requests out of sum(weights)).
+#: The first registered scenario whose key starts with the prefix is used; absent ones
+#: (features not landed yet) are skipped.
+MIX_WEIGHTS = (
+    ("plain", 4),
+    ("cache_hit", 3),
+    ("function_inline", 2),
+    ("function_process", 1),
+    ("throttle", 2),
+    ("apikey", 2),
+    ("vpc", 1),
+)
 
 
 def scenarios(backend: int) -> dict[str, Scenario]:
@@ -118,69 +89,106 @@ def scenarios(backend: int) -> dict[str, Scenario]:
             continue
         for s in m.scenarios(backend, ROOT):
             out[s["key"]] = Scenario(**{k: v for k, v in s.items() if k != "key"})
+    mix = mix_scenario(out)
+    if mix is not None:
+        out["mix"] = mix
     return out
 
 
+def _frag(text: str):
+    import yaml
+    text = textwrap.dedent(text or "").strip()
+    return yaml.safe_load(text) if text else None
+
+
+def _merge(into: dict, extra: dict, where: str = "") -> bool:
+    """Deep-merge ``extra`` into ``into``; False (and nothing changed) on a conflict."""
+    import copy
+    trial = copy.deepcopy(into)
+
+    def go(a, b):
+        for k, v in b.items():
+            if k in a:
+                if isinstance(a[k], dict) and isinstance(v, dict):
+                    if not go(a[k], v):
+                        return False
+                elif a[k] != v:
+                    return False
+            else:
+                a[k] = copy.deepcopy(v)
+        return True
+    if not go(trial, extra):
+        return False
+    into.clear()
+    into.update(trial)
+    return True
+
+
+def mix_scenario(all_sc: dict[str, Scenario], weights=MIX_WEIGHTS) -> Scenario | None:
+    """One API per component scenario (base path /m<i>, its own stage settings), so stage
+    features (a cache on the stage) apply only to their own share of the traffic."""
+    import yaml
+    parts = []
+    used = set()
+    for prefix, w in weights:
+        key = next((k for k in all_sc if k.startswith(prefix) and k not in used and k != "mix"), None)
+        if key is None or all_sc[key].config is not None:
+            continue
+        used.add(key)
+        parts.append((key, w, all_sc[key]))
+    if len(parts) < 2:
+        return None
+    cfg: dict = {"server": {"workers": 1, "access_log": False}}
+    if not any(_frag(sc.extra_config) and "throttle" in _frag(sc.extra_config) for _, _, sc in parts):
+        cfg["throttle"] = {"rate": 1_000_000_000, "burst": 1_000_000_000}
+    apis: dict = {}
+    rotation: list = []
+    names = []
+    for i, (key, w, sc) in enumerate(parts):
+        extra = _frag(sc.extra_config) or {}
+        if not _merge(cfg, extra):
+            print(f"mix: leaving out {key} (its top-level config conflicts with the others)", file=sys.stderr)
+            continue
+        stage = _frag(sc.stage_extra) or {}
+        stage.setdefault("variables", {})
+        apis[f"m{i}"] = {"type": "rest", "base_path": f"/m{i}", "stages": {"b": stage},
+                         "routes": _frag(sc.gw_routes)}
+        rotation += [(f"/m{i}{sc.gw_path}", dict(sc.headers))] * w
+        names.append(f"{key}:{w}")
+    cfg["apis"] = apis
+    # interleave so that consecutive requests hit different components
+    inter = []
+    buckets = {}
+    for p in rotation:
+        buckets.setdefault(p[0], []).append(p)
+    while any(buckets.values()):
+        for k in list(buckets):
+            if buckets[k]:
+                inter.append(buckets[k].pop())
+    return Scenario("mix (" + ", ".join(names) + ")", "", inter[0][0], None,
+                    config=yaml.safe_dump(cfg, sort_keys=False), rotation=inter)
+
+
 def gw_config(sc: Scenario, workers: int) -> str:
-    return f"""server:
-  workers: {workers}
-  access_log: false
-{sc.extra_config}
-apis:
-  bench:
-    type: rest
-    stages:
-      b:
-        variables: {{}}
-{sc.stage_extra}
-    routes:
-{sc.gw_routes}"""
+    if sc.config is not None:
+        import yaml
+        cfg = yaml.safe_load(sc.config)
+        cfg.setdefault("server", {})["workers"] = workers
+        return yaml.safe_dump(cfg, sort_keys=False)
+    return h.gateway_yaml(sc.gw_routes, workers=workers, extra_config=sc.extra_config,
+                          stage_extra=sc.stage_extra)
 
 
-WRK_LAT = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+def run_wrk(url: str, duration: int, connections: int, threads: int, headers: dict,
+            script: str | None = None) -> dict:
+    r = h.run_wrk(url, duration, connections, threads, headers, script)
+    r.pop("raw", None)
+    return r
 
 
-def run_wrk(url: str, duration: int, connections: int, threads: int, headers: dict) -> dict:
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
-    for k, v in headers.items():
-        cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = {}
-    for p, v, unit in WRK_LAT.findall(out):
-        lat[p] = float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
-            "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errors.group(0) if errors else ""}
-
-
-class Proc:
-    def __init__(self, cmd, log, env=None, cwd=None):
-        self.log = open(log, "wb")
-        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                  start_new_session=True)
-
-    def stop(self):
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait()
-        self.log.close()
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _fixed(url, rate, args, headers=None, rotation=None):
+    from loadtests.fixed_rate import measure
+    return measure(url, rate, args.duration, 2.0, args.connections, headers, args.client_procs, rotation)
 
 
 def main(argv=None) -> int:
@@ -190,63 +198,113 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1, help="gwproxy workers and nginx worker_processes")
-    ap.add_argument("--scenarios", default="plain")
+    ap.add_argument("--scenarios", default="plain", help="comma-separated keys, or 'all'")
+    ap.add_argument("--fixed-rate", default="auto",
+                    help="offered req/s for the latency-at-fixed-rate rounds: a number, 'auto' "
+                         "(half of gwproxy's saturation rate per scenario, at most --fixed-rate-cap) or 0 to skip")
+    ap.add_argument("--client-procs", type=int, default=1, help="processes for the fixed-rate client")
+    ap.add_argument("--fixed-rate-cap", type=float, default=4000,
+                    help="'auto' offers at most this many req/s per client process (one Python "
+                         "client process keeps its schedule up to ~6-7k req/s on this machine)")
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's benchmark table")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = ap.parse_args(argv)
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             print(f"{tool} is required (apt-get install -y {tool})", file=sys.stderr)
             return 2
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    h.raise_nofile()
     tmp = tempfile.mkdtemp(prefix="gwbench-")
-    backend = free_port()
-    Path(tmp, "backend.conf").write_text(NGINX_BACKEND.format(dir=tmp, port=backend,
-                                                              body='{"id": 1, "name": "rex"}'))
-    procs = [Proc([nginx, "-c", f"{tmp}/backend.conf", "-p", tmp], f"{tmp}/backend.log")]
-    wait_port(backend)
+    backend_proc, backend = h.start_backend(tmp)
+    procs = [backend_proc]
     all_sc = scenarios(backend)
+    if args.list:
+        for k, sc in all_sc.items():
+            print(f"{k:24s} {sc.name}" + ("" if sc.nginx_path else "  (gwproxy only)"))
+        backend_proc.stop()
+        return 0
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if chosen == ["all"]:
         chosen = list(all_sc)
+    unknown = [k for k in chosen if k not in all_sc]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(all_sc)}", file=sys.stderr)
+        backend_proc.stop()
+        return 2
     results = {}
     try:
-        nport = free_port()
-        Path(tmp, "proxy.conf").write_text(NGINX_PROXY.format(dir=tmp, port=nport, backend=backend,
-                                                              workers=args.workers))
         for key in chosen:
             sc = all_sc[key]
             cfg = Path(tmp, f"gw-{key}.yaml")
             cfg.write_text(gw_config(sc, args.workers))
-            gport = free_port()
+            script = None
+            if sc.rotation:
+                script = h.write_wrk_paths_script(Path(tmp, f"{key}.lua"), sc.rotation)
             rows = {"nginx": [], "gwproxy": []}
+            fixed = {"nginx": [], "gwproxy": []}
+
+            def nginx_round(body):
+                np_, nport = h.start_nginx_proxy(tmp, backend, args.workers)
+                try:
+                    return body(f"http://127.0.0.1:{nport}{sc.nginx_path}")
+                finally:
+                    np_.stop()
+
+            def gw_round(body):
+                gp, gport, _ = h.start_gateway(cfg, Path(tmp, f"gw-{key}.log"), args.workers)
+                try:
+                    return body(f"http://127.0.0.1:{gport}{sc.gw_path}", gport)
+                finally:
+                    gp.stop()
+
+            # 1. saturation (closed loop, wrk)
             for r in range(args.rounds):
                 if sc.nginx_path is not None:
-                    np = Proc([nginx, "-c", f"{tmp}/proxy.conf", "-p", tmp], f"{tmp}/proxy.log")
-                    wait_port(nport)
-                    run_wrk(f"http://127.0.0.1:{nport}{sc.nginx_path}", 2, args.connections, args.threads, {})
-                    rows["nginx"].append(run_wrk(f"http://127.0.0.1:{nport}{sc.nginx_path}", args.duration,
-                                                 args.connections, args.threads, {}))
-                    np.stop()
-                env = dict(os.environ, PYTHONPATH=str(ROOT))
-                gp = Proc([sys.executable, "-m", "proxy.cli", "serve", "-c", str(cfg), "--listen",
-                           f"127.0.0.1:{gport}", "--log-level", "warning"], f"{tmp}/gw-{key}.log", env=env, cwd=str(ROOT))
-                wait_port(gport)
-                run_wrk(f"http://127.0.0.1:{gport}{sc.gw_path}", 2, args.connections, args.threads, sc.headers)
-                rows["gwproxy"].append(run_wrk(f"http://127.0.0.1:{gport}{sc.gw_path}", args.duration,
-                                               args.connections, args.threads, sc.headers))
-                gp.stop()
+                    def sat_n(url):
+                        run_wrk(url, 2, args.connections, args.threads, {})
+                        return run_wrk(url, args.duration, args.connections, args.threads, {})
+                    rows["nginx"].append(nginx_round(sat_n))
+
+                def sat_g(url, port):
+                    base = f"http://127.0.0.1:{port}/"
+                    u = base if script else url
+                    run_wrk(u, 2, args.connections, args.threads, sc.headers, script)
+                    return run_wrk(u, args.duration, args.connections, args.threads, sc.headers, script)
+                rows["gwproxy"].append(gw_round(sat_g))
                 g = rows["gwproxy"][-1]
                 n = rows["nginx"][-1] if rows["nginx"] else None
-                print(f"[{key} round {r + 1}] gwproxy {g['rps']:.0f} rps" +
-                      (f", nginx {n['rps']:.0f} rps" if n else "") +
+                print(f"[{key} round {r + 1}] gwproxy {g['rps']:.0f} rps p99 {g['p99_ms']} ms" +
+                      (f", nginx {n['rps']:.0f} rps p99 {n['p99_ms']} ms" if n else "") +
                       (f" (gwproxy non-2xx: {g['non2xx']})" if g["non2xx"] else ""), flush=True)
-            results[key] = summarize(sc, rows)
+            # 2. latency at a fixed offered rate (open loop, the same rate for both)
+            rate = 0.0
+            if args.fixed_rate == "auto":
+                rate = min(round(0.5 * statistics.median(x["rps"] for x in rows["gwproxy"]), -1),
+                           args.fixed_rate_cap * args.client_procs)
+            elif float(args.fixed_rate) > 0:
+                rate = float(args.fixed_rate)
+            if rate > 0:
+                for r in range(args.rounds):
+                    if sc.nginx_path is not None:
+                        fixed["nginx"].append(nginx_round(lambda url: _fixed(url, rate, args)))
+
+                    def fix_g(url, port):
+                        return _fixed(url, rate, args, sc.headers, sc.rotation)
+                    fixed["gwproxy"].append(gw_round(fix_g))
+                    g = fixed["gwproxy"][-1]
+                    n = fixed["nginx"][-1] if fixed["nginx"] else None
+                    print(f"[{key} fixed {rate:.0f}/s round {r + 1}] gwproxy p50 {g['p50_ms']} p99 {g['p99_ms']} ms"
+                          + (f", nginx p50 {n['p50_ms']} p99 {n['p99_ms']} ms" if n else "")
+                          + (" [gwproxy saturated]" if g["saturated"] else "")
+                          + (" [nginx saturated]" if n and n["saturated"] else ""), flush=True)
+            results[key] = summarize(sc, rows, fixed, rate)
     finally:
         for p in procs:
             p.stop()
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "rounds": args.rounds,
-            "duration_s": args.duration, "connections": args.connections, "workers": args.workers}
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": h.cpu_model(), "rounds": args.rounds,
+            "duration_s": args.duration, "connections": args.connections, "workers": args.workers,
+            "fixed_rate": args.fixed_rate}
     table = render(results, meta)
     print(table)
     if args.json:
@@ -261,42 +319,79 @@ def _med(rows, key):
     return statistics.median(vals) if vals else None
 
 
-def summarize(sc: Scenario, rows: dict) -> dict:
+def summarize(sc: Scenario, rows: dict, fixed: dict | None = None, rate: float = 0.0) -> dict:
     out = {"name": sc.name}
     for who in ("gwproxy", "nginx"):
         if rows[who]:
             out[who] = {"rps": _med(rows[who], "rps"), "p50_ms": _med(rows[who], "p50_ms"),
                         "p99_ms": _med(rows[who], "p99_ms"), "rounds": [r["rps"] for r in rows[who]],
                         "non2xx": sum(r["non2xx"] for r in rows[who])}
-    if "nginx" in out:
+        if fixed and fixed.get(who):
+            f = fixed[who]
+            out.setdefault(who, {})["fixed"] = {
+                "rate": rate, "p50_ms": _med(f, "p50_ms"), "p99_ms": _med(f, "p99_ms"),
+                "p99.9_ms": _med(f, "p99.9_ms"), "saturated_rounds": sum(1 for x in f if x["saturated"]),
+                "errors": sum(x["errors"] for x in f), "non2xx": sum(x["non2xx"] for x in f)}
+    if "nginx" in out and out["nginx"].get("rps"):
         out["ratio"] = out["gwproxy"]["rps"] / out["nginx"]["rps"]
+        gf, nf = out["gwproxy"].get("fixed"), out["nginx"].get("fixed")
+        if gf and nf and nf["p99_ms"]:
+            out["p99_ratio"] = gf["p99_ms"] / nf["p99_ms"]
     return out
 
 
 def render(results: dict, meta: dict) -> str:
+    fr = meta.get("fixed_rate", "0")
     lines = [f"Measured {meta['date']} on {meta['cpu']}; wrk {meta['connections']} connections, "
              f"{meta['duration_s']} s x {meta['rounds']} alternating rounds (median), "
-             f"{meta['workers']} worker(s) each.", "",
-             "| scenario | gwproxy req/s | gwproxy p50 / p99 ms | nginx req/s | nginx p50 / p99 ms | ratio |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"{meta['workers']} worker(s) each. req/s and the ratio are at saturation (wrk); "
+             + ("p50/p99 are at a fixed offered rate, the same for both servers "
+                + ("(half of gwproxy's saturation rate, capped)" if fr == "auto" else f"({fr} req/s)")
+                + ", open loop (loadtests/fixed_rate.py)." if fr not in ("0", "0.0") else
+                "p50/p99 are wrk's at saturation."),
+             "",
+             "| scenario | gwproxy req/s | nginx req/s | ratio | offered req/s | gwproxy p50 / p99 ms "
+             "| nginx p50 / p99 ms | p99 ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def lat(side):
+        if side is None:
+            return "-", None
+        f = side.get("fixed")
+        if f and f.get("p99_ms") is not None:
+            mark = " (saturated)" if f["saturated_rounds"] else ""
+            return f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f}{mark}", f["rate"]
+        if side.get("p99_ms") is not None:
+            return f"{side['p50_ms']:.2f} / {side['p99_ms']:.2f} (sat.)", None
+        return "-", None
+
     for key, r in results.items():
         g = r["gwproxy"]
         n = r.get("nginx")
-        lines.append(
-            f"| {r['name']} | {g['rps']:.0f} | {g['p50_ms']:.2f} / {g['p99_ms']:.2f} | "
-            + (f"{n['rps']:.0f} | {n['p50_ms']:.2f} / {n['p99_ms']:.2f} | {r['ratio']:.2f}x |" if n else "- | - | - |"))
+        gl, rate = lat(g)
+        nl, _ = lat(n)
+        nginx_cols = f"{n['rps']:.0f} | {r['ratio']:.2f}x" if n else "- | -"
+        p99r = f"{r['p99_ratio']:.2f}x" if r.get("p99_ratio") else "-"
+        lines.append(f"| {r['name']} | {g['rps']:.0f} | {nginx_cols} | {f'{rate:.0f}' if rate else '-'} | "
+                     f"{gl} | {nl} | {p99r} |")
     return "\n".join(lines)
 
 
 def write_readme(table: str) -> None:
     readme = ROOT / "README.md"
-    text = readme.read_text()
     start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
+    if not readme.exists():
+        print("README.md not found: table not written", file=sys.stderr)
+        return
+    text = readme.read_text()
     if start in text and end in text:
         a = text.index(start) + len(start)
         b = text.index(end)
         text = text[:a] + "\n" + table + "\n" + text[b:]
         readme.write_text(text)
+        print("README.md benchmark table updated")
+    else:
+        print(f"README.md has no {start} ... {end} markers: table not written", file=sys.stderr)
 
 
 if __name__ == "__main__":

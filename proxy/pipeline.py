@@ -21,8 +21,11 @@ from __future__ import annotations
 
 FEATURES: tuple[str, ...] = (
     # 3. resource policy           (proxy.policy)
+    "proxy.policy",
     # 4. authorize (API keys, JWT)  (proxy.auth)
+    "proxy.auth.apikeys",
     # 5. throttle                   (proxy.throttle)
+    "proxy.throttle",
     # 6. validate                   (proxy.validate)
     # 7. cache lookup / store       (proxy.cache)
     "proxy.cache",
@@ -37,6 +40,8 @@ INTEGRATIONS: dict[str, str] = {
 
 #: modules that only provide services / checks / admin routes (no per-route stage)
 SERVICES: tuple[str, ...] = (
+    "proxy.state",
     "proxy.integrations.upstreams",
+    "proxy.upstream.links",
     "proxy.functions.service",
 )

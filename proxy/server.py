@@ -35,6 +35,7 @@ def serve(settings: ServeSettings) -> int:
 
     os.environ["GWPROXY_CONFIG"] = os.path.abspath(settings.config)
     os.environ["GWPROXY_LISTEN"] = f"{settings.host}:{settings.port}"
+    os.environ["GWPROXY_WORKERS"] = str(settings.workers)
     os.environ.setdefault("GWPROXY_NODE_ID", f"{os.getpid()}-{time.time_ns()}")
     # the worker processes import proxy from wherever this one did
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

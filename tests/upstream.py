@@ -8,6 +8,7 @@ Paths:
   /stall?s=S      sleeps S seconds before answering
   /reset          closes the connection without answering
   /status/N       answers status N
+  /truncated?n=N  declares 2N bytes, sends N, closes
 """
 from __future__ import annotations
 
@@ -122,6 +123,17 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             if not q.get("cl"):
                 self.wfile.write(b"0\r\n\r\n")
+            return
+        if u.path == "/truncated":
+            self._read_body()
+            n = int(q.get("n", ["1000"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(2 * n))
+            self.end_headers()
+            self.wfile.write(b"t" * n)
+            self.wfile.flush()
+            self.close_connection = True
             return
         if u.path.startswith("/status/"):
             self._read_body()

@@ -8,6 +8,11 @@ Keys: ``gwproxy:cache:<stage id>:<route id>:<digest>`` (ids are xxh3-64 hex of
 "api\\0stage" and of the route key), so the admin flush of a stage or a route is a SCAN
 over a prefix. Values carry the full canonical key, checked on every hit.
 
+Limits: the max entry size is enforced exactly as in memory; the total size is Redis's
+business (``maxmemory`` with an ``allkeys-lru`` / ``volatile-lru`` policy), since
+``capacity_mb`` cannot be enforced across nodes without a round trip per store. Request
+coalescing is per worker (concurrent misses on different nodes each fetch once).
+
 The cache is an optimisation, never a dependency: when Redis is slow or unreachable the
 request is served by the integration as a miss (whatever ``state.on_failure`` says, which
 is about throttling), the failure is logged at most once a second and counted, and Redis

@@ -111,6 +111,10 @@ def build_integration(rb):
     timeout = float(integ.get("timeout", 29.0))
     gw = rb.gateway
     fwd_port = os.environ.get("GWPROXY_LISTEN", ":80").rsplit(":", 1)[-1]
+    if integ.get("vpc_link"):
+        # decided here, once: link routes get their own handler, plain ones stay as they are
+        return _link_integration(gw.services.links.get(integ["vpc_link"]), template, fixed_query,
+                                 pass_host, host_header, timeout, fwd_port)
     pool_ref = []
 
     def get_pool():
@@ -121,58 +125,104 @@ def build_integration(rb):
     from ..upstream.errors import UpstreamError, UpstreamTimeout
 
     async def http_proxy(req):
-        path = _render(template, req.path_params)
-        q = req.query
-        if fixed_query:
-            q = fixed_query + "&" + q if q else fixed_query
-        target = path + "?" + q if q else path
-        in_headers = req.headers
-        headers = strip_request(in_headers)
-        xff = None
-        named = connection_tokens(in_headers)
-        if not (named and "x-forwarded-for" in named):
-            for k, v in in_headers:
-                if k == "x-forwarded-for":
-                    xff = v if xff is None else xff + ", " + v
-        headers.append(("host", req.host if pass_host and req.host else host_header))
-        headers.append(("x-forwarded-for", f"{xff}, {req.peer_ip}" if xff else req.peer_ip))
-        headers.append(("x-forwarded-proto", req.scheme))
-        headers.append(("x-forwarded-port", fwd_port))
-        body = None
-        length = None
-        if req.has_body():
-            cl = req.declared_length()
-            if cl is not None and cl <= SMALL_BODY:
-                body = await req.body()
-            else:
-                body = req.stream()
-                length = cl
-        pool = get_pool()
+        target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+        body, length = await _request_body(req)
         try:
-            resp = await pool.request(req.method, target, headers, body, timeout=timeout, body_length=length)
+            resp = await get_pool().request(req.method, target, headers, body, timeout=timeout,
+                                            body_length=length)
         except UpstreamTimeout:
             return gateway_response(504, "Endpoint request timed out")
         except UpstreamError:
             return gateway_response(502, "Bad Gateway")
-        except BodyTooLarge:
-            raise
-        out_headers = strip_response(resp.headers)
-        if not resp.has_body() or req.method == "HEAD":
-            await resp.aclose()
-            r = Response(resp.status, out_headers, b"")
-        elif resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
-            try:
-                data = await resp.read()
-            except UpstreamTimeout:
-                await resp.aclose()
-                return gateway_response(504, "Endpoint request timed out")
-            except UpstreamError:
-                await resp.aclose()
-                return gateway_response(502, "Bad Gateway")
-            await resp.aclose()
-            r = Response(resp.status, out_headers, data)
-        else:
-            r = Response(resp.status, out_headers, stream=resp.__aiter__(), on_close=resp.aclose)
-        return r
+        return await _relay(req, resp, resp.aclose)
 
     return http_proxy
+
+
+def _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port):
+    """The upstream request target and headers: path parameters rendered, query passed
+    intact, hop-by-hop headers stripped, then X-Forwarded-* and Host set."""
+    path = _render(template, req.path_params)
+    q = req.query
+    if fixed_query:
+        q = fixed_query + "&" + q if q else fixed_query
+    target = path + "?" + q if q else path
+    in_headers = req.headers
+    headers = strip_request(in_headers)
+    xff = None
+    named = connection_tokens(in_headers)
+    if not (named and "x-forwarded-for" in named):
+        for k, v in in_headers:
+            if k == "x-forwarded-for":
+                xff = v if xff is None else xff + ", " + v
+    headers.append(("host", req.host if pass_host and req.host else host_header))
+    headers.append(("x-forwarded-for", f"{xff}, {req.peer_ip}" if xff else req.peer_ip))
+    headers.append(("x-forwarded-proto", req.scheme))
+    headers.append(("x-forwarded-port", fwd_port))
+    return target, headers
+
+
+async def _request_body(req):
+    """(body, length): small bodies whole (one write upstream), larger ones streamed."""
+    if not req.has_body():
+        return None, None
+    cl = req.declared_length()
+    if cl is not None and cl <= SMALL_BODY:
+        return await req.body(), None
+    return req.stream(), cl
+
+
+async def _relay(req, resp, close):
+    """The client response for an upstream response; ``close`` releases the upstream."""
+    from ..upstream.errors import UpstreamError, UpstreamTimeout
+    out_headers = strip_response(resp.headers)
+    if not resp.has_body() or req.method == "HEAD":
+        await close()
+        return Response(resp.status, out_headers, b"")
+    if resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
+        try:
+            data = await resp.read()
+        except UpstreamTimeout:
+            return gateway_response(504, "Endpoint request timed out")
+        except UpstreamError:
+            return gateway_response(502, "Bad Gateway")
+        finally:
+            await close()
+        return Response(resp.status, out_headers, data)
+    if resp.content_length is not None:
+        # keep the length: if the upstream dies mid-body, granian then cuts the
+        # connection short and the client sees the truncation (RSGI has no abort)
+        out_headers.append(("content-length", str(resp.content_length)))
+    return Response(resp.status, out_headers, stream=resp.__aiter__(), on_close=close)
+
+
+def _link_integration(link, template, fixed_query, pass_host, host_header, timeout, fwd_port):
+    """The ``vpc_link:`` variant: the link picks the target (balancing, health, retries)."""
+    from ..upstream.errors import UpstreamError, UpstreamTimeout
+    from ..upstream.links import NoTarget, service_unavailable
+
+    request = link.request
+    done = link.done
+
+    async def vpc_link_proxy(req):
+        target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+        body, length = await _request_body(req)
+        try:
+            resp, t = await request(req.method, target, headers, body, length, timeout)
+        except NoTarget as e:
+            return service_unavailable(e.retry_after)
+        except UpstreamTimeout:
+            return gateway_response(504, "Endpoint request timed out")
+        except UpstreamError as e:
+            if e.kind.startswith("connect"):   # nothing reached any target: unavailable
+                return service_unavailable(link.retry_after())
+            return gateway_response(502, "Bad Gateway")
+
+        async def close():
+            try:
+                await resp.aclose()
+            finally:
+                done(t)
+        return await _relay(req, resp, close)
+
+    return vpc_link_proxy
