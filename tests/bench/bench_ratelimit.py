@@ -70,6 +70,7 @@ def main() -> None:
             best = min(timeit.repeat(op, number=n, repeat=5))
             close()
             print(f"{name:8} {case:8} {best / n * 1e9:8.0f}")
+    __import__("shutil").rmtree(tmp, ignore_errors=True)
 
 
 try:

@@ -63,3 +63,48 @@ def test_two_workers_hold_the_node_wide_rate():
     # (each worker must see more than the rate, else per-worker buckets would pass too)
     assert len(busy) >= 2 and busy[1] > 0.08 * busy[0] and busy[1] > 0.15, busy
     assert state["backend"] == "memory" and state["shared"] is True
+
+
+KEYED = """
+server:
+  workers: 2
+  access_log: false
+api_keys:
+  alice: {sha256: %s}
+usage_plans:
+  gold: {stages: [shop/prod], keys: [alice], throttle: {rate: 1000, burst: 1000},
+         quota: {limit: 1000000, period: DAY}}
+apis:
+  shop:
+    type: rest
+    stages: {prod: {}}
+    routes:
+      - route: GET /k
+        api_key_required: true
+        integration: {type: mock, body: {ok: true}}
+"""
+
+
+def test_keys_usage_and_disable_across_two_workers():
+    import hashlib
+    import time
+    digest = hashlib.sha256(b"alice-secret").hexdigest()
+    with GatewayProcess(KEYED % digest, workers=2, admin=True) as gw:
+        h = {"x-api-key": "alice-secret"}
+        # fresh connections: granian spreads them over both workers
+        statuses = [gw.request("GET", "/prod/k", headers=h)[0] for _ in range(40)]
+        assert statuses == [200] * 40
+        assert gw.request("GET", "/prod/k", headers={"x-api-key": "nope"})[0] == 403
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        st, _, body = gw.request("GET", f"/usageplans/gold/usage?startDate={day}&endDate={day}",
+                                 admin=True)
+        assert st == 200 and json.loads(body)["items"] == {"alice": [[40, 1000000 - 40]]}
+        st, _, body = gw.request("POST", "/apikeys/alice/disable", admin=True)
+        assert st == 200 and json.loads(body)["enabled"] is False
+        time.sleep(1.2)                      # the other worker re-reads flags every 0.5 s
+        assert [gw.request("GET", "/prod/k", headers=h)[0] for _ in range(20)] == [403] * 20
+        gw.request("POST", "/apikeys/alice/enable", admin=True)
+        time.sleep(1.2)
+        assert [gw.request("GET", "/prod/k", headers=h)[0] for _ in range(20)] == [200] * 20
+        keys = json.loads(gw.request("GET", "/apikeys", admin=True)[2])["items"]
+        assert keys[0]["name"] == "alice" and keys[0]["enabled"] is True
