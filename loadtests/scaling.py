@@ -279,7 +279,8 @@ def scale_idle(args, tmp: str, bport: int) -> dict:
 """, workers=args.workers))
     out: dict = {"gwproxy": {}, "nginx": {}}
     for n in counts:
-        gw, port, _ = h.start_gateway(cfg, Path(tmp, "idle.log"), args.workers)
+        env = {"GWPROXY_GRANIAN": args.granian} if args.granian else None
+        gw, port, _ = h.start_gateway(cfg, Path(tmp, "idle.log"), args.workers, env_extra=env)
         try:
             res = asyncio.run(_idle_one(port, "/b/pets/1", n, gw.pid, args.settle))
         finally:
@@ -318,6 +319,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--settle", type=float, default=3.0, help="idle: seconds to hold before measuring")
     ap.add_argument("--no-nginx", action="store_true", help="idle: skip the nginx reference")
+    ap.add_argument("--granian", default="",
+                    help="granian settings for the gateway as k=v,k=v (GWPROXY_GRANIAN), "
+                         "e.g. backpressure=16384 for the idle test")
     args = ap.parse_args(argv)
     h.require("wrk")
     h.raise_nofile()

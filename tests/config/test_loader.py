@@ -71,7 +71,8 @@ def test_defaults_are_applied():
     assert api["binary_media_types"] == [] and api["source_cidrs"] == []
     assert api["cache_invalidation"] == {"require_authorization": True, "unauthorized": "ignore"}
     assert api["stages"]["prod"] == {
-        "variables": {}, "cache": {"enabled": False, "ttl": 300, "capacity_mb": 64, "hit_header": False},
+        "variables": {}, "cache": {"enabled": False, "ttl": 300, "capacity_mb": 64, "hit_header": False,
+                                   "max_entry_bytes": 1048576},
     }
     route = api["routes"][0]
     assert route["api_key_required"] is False
