@@ -68,8 +68,9 @@ MIX_WEIGHTS = (
     ("function_process", 1),
     ("throttle", 2),
     ("apikey", 2),
-    ("vpc", 1),
 )
+# (vpc_link scenarios are left out of the mix: their private link claims the backend's
+# address, which the other components reach directly)
 
 
 def scenarios(backend: int) -> dict[str, Scenario]:
@@ -146,6 +147,11 @@ def mix_scenario(all_sc: dict[str, Scenario], weights=MIX_WEIGHTS) -> Scenario |
     names = []
     for i, (key, w, sc) in enumerate(parts):
         extra = _frag(sc.extra_config) or {}
+        # usage plans name their stages as "bench/<stage>": here the API is m<i>
+        for plan in (extra.get("usage_plans") or {}).values():
+            if isinstance(plan, dict) and plan.get("stages"):
+                plan["stages"] = [f"m{i}/" + st.split("/", 1)[1] if st.startswith("bench/") else st
+                                  for st in plan["stages"]]
         if not _merge(cfg, extra):
             print(f"mix: leaving out {key} (its top-level config conflicts with the others)", file=sys.stderr)
             continue

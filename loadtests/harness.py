@@ -249,7 +249,16 @@ def start_gateway(cfg_path: str | Path, log: str | Path, workers: int = 1, port:
               f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
              log, env=env, cwd=str(ROOT))
     try:
-        wait_port(port, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not p.alive():   # a config error: say why now instead of waiting out the timeout
+                raise TimeoutError
+            try:
+                wait_port(port, 0.5)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
     except TimeoutError:
         p.stop()
         raise RuntimeError(f"gateway did not start; log:\n{p.tail()}")

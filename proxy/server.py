@@ -57,6 +57,9 @@ def serve(settings: ServeSettings) -> int:
         factory=True,
         log_level=settings.log_level,
         backlog=2048,
+        # granian caps the connections a worker holds at `backpressure` (default: backlog);
+        # idle keep-alive clients must not be turned away at 2,048
+        backpressure=16384,
         workers_kill_timeout=settings.kill_timeout,
         websockets=False,
         **extra,
