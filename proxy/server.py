@@ -42,7 +42,9 @@ def serve(settings: ServeSettings) -> int:
     os.environ["PYTHONPATH"] = here + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     if here not in sys.path:
         sys.path.insert(0, here)
-    extra = {}
+    # granian caps the connections a worker holds at `backpressure` (default: backlog);
+    # idle keep-alive clients must not be turned away at 2,048
+    extra = {"backpressure": 16384}
     # experiment hooks for benchmarking granian's own settings (GWPROXY_GRANIAN="k=v,k=v")
     for kv in filter(None, os.environ.get("GWPROXY_GRANIAN", "").split(",")):
         k, _, v = kv.partition("=")
@@ -57,9 +59,6 @@ def serve(settings: ServeSettings) -> int:
         factory=True,
         log_level=settings.log_level,
         backlog=2048,
-        # granian caps the connections a worker holds at `backpressure` (default: backlog);
-        # idle keep-alive clients must not be turned away at 2,048
-        backpressure=16384,
         workers_kill_timeout=settings.kill_timeout,
         websockets=False,
         **extra,
