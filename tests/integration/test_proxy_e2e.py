@@ -350,3 +350,27 @@ def test_admin_healthz_and_config(gw):
     status, _, body = gw.request("GET", "/config", admin=True)
     cfg = json.loads(body)
     assert {r["url"] for r in cfg["routes"]} >= {"/prod/pets/{id}", "/web/hello"}
+
+
+def test_sigterm_lets_in_flight_requests_finish(upstream):
+    import signal
+    import threading
+    g = GatewayProcess(_config(upstream.port)).start()
+    result = {}
+
+    def slow():
+        result["r"] = g.request("GET", "/prod/raw/stall?s=1.5")
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)                       # the request is in flight upstream
+    os_kill = g.proc.send_signal
+    os_kill(signal.SIGTERM)
+    t.join(10)
+    rc = g.proc.wait(15)
+    g.stop()
+    status, _, body = result["r"]
+    assert status == 200 and json.loads(body) == {"stalled": True}
+    assert rc == 0
+    # and it is gone: new connections are refused
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", g.port), timeout=1).close()
