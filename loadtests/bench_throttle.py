@@ -132,7 +132,7 @@ def _start_redis(tmp: str):
 def main(argv=None) -> int:
     from loadtests import harness as h
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--connections", type=int, default=64)
