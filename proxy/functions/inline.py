@@ -36,11 +36,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result,
+from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result, init_error_result,
                          timeout_message)
 from .spec import INIT_TIMEOUT
 from .spec import FunctionSpec, log_stream_name
-from .worker import CognitoIdentity, LambdaContext, _InitError, error_document, make_client_context
+from .worker import (CognitoIdentity, LambdaContext, _InitError, error_document, import_handler_module,
+                     make_client_context)
 
 _capture: contextvars.ContextVar = contextvars.ContextVar("gwproxy_fn_output", default=None)
 _install_lock = threading.Lock()
@@ -107,9 +108,11 @@ def import_handler(spec: FunctionSpec):
     if code and code not in sys.path:
         sys.path.insert(0, code)
     path = _module_file(code, modname)
-    try:
+
+    def load():
         existing = sys.modules.get(modname)
         if existing is not None and path and os.path.abspath(getattr(existing, "__file__", "") or "") != path:
+            # another function's module of the same name is loaded: load ours beside it
             alias = f"_gwproxy_fn_{spec.name}_{modname.replace('.', '_')}"
             mod = sys.modules.get(alias)
             if mod is None:
@@ -117,14 +120,10 @@ def import_handler(spec: FunctionSpec):
                 mod = importlib.util.module_from_spec(s)
                 sys.modules[alias] = mod
                 s.loader.exec_module(mod)
-        else:
-            mod = importlib.import_module(modname)
-    except SyntaxError as e:
-        raise _InitError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}")
-    except ImportError as e:
-        raise _InitError("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}")
-    except Exception as e:
-        raise _InitError(type(e).__name__, str(e), e)
+            return mod
+        return importlib.import_module(modname)
+
+    mod = import_handler_module(modname, load)
     fn = getattr(mod, attr, None)
     if fn is None or not callable(fn):
         raise _InitError("Runtime.HandlerNotFound", f"Handler '{attr}' missing on module '{modname}'")
@@ -186,11 +185,7 @@ class InlineRuntime:
         try:
             init_ms = await self._ensure_loaded()
             if self._init_error is not None:
-                doc = dict(self._init_error, requestId=request_id)
-                res = Result(doc, error="Unhandled", request_id=request_id)
-                res.log = self.log.record(request_id, f"[ERROR] {doc.get('errorType')}: {doc.get('errorMessage')}",
-                                          0.0, _max_rss_mb(), init_ms, status="error")
-                return res
+                return init_error_result(self.log, self._init_error, request_id, init_ms, _max_rss_mb())
             if isinstance(event, (bytes, bytearray, memoryview)):
                 import orjson
                 event = orjson.loads(event)

@@ -64,6 +64,18 @@ def error_result(etype: str, message: str, request_id: str) -> Result:
                    "stackTrace": []}, error="Unhandled", request_id=request_id)
 
 
+def init_error_result(log: "FunctionLog", err: dict, request_id: str, init_ms: float | None,
+                      max_mb: int | None = None, init_output: str = "") -> Result:
+    """The function-error result of a failed cold start: the init error document for this
+    request, logged with its START/END/REPORT lines (every runtime answers it the same)."""
+    doc = dict(err, requestId=request_id)
+    doc.setdefault("stackTrace", [])
+    res = Result(doc, error="Unhandled", request_id=request_id)
+    res.log = log.record(request_id, f"[ERROR] {doc.get('errorType')}: {doc.get('errorMessage')}",
+                         0.0, max_mb, init_ms, "error", init_output)
+    return res
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 

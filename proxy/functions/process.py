@@ -27,7 +27,7 @@ import time
 
 import orjson
 
-from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result,
+from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result, init_error_result,
                          timeout_message)
 from .spec import INIT_TIMEOUT
 from .spec import FunctionSpec
@@ -224,11 +224,7 @@ class ProcessRuntime:
                 w, err = await Worker.start(spec)
                 init_ms, init_output = w.init_ms, w.init_output
                 if err is not None:
-                    doc = dict(err, requestId=request_id)
-                    doc.setdefault("stackTrace", [])
-                    res = Result(doc, error="Unhandled", request_id=request_id)
-                    res.log = self.log.record(request_id, f"[ERROR] {doc.get('errorType')}: {doc.get('errorMessage')}",
-                                              0.0, None, init_ms, "error", init_output)
+                    res = init_error_result(self.log, err, request_id, init_ms, None, init_output)
                     w.close_log()
                     w = None
                     return res

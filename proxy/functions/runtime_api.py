@@ -27,7 +27,7 @@ import time
 
 import orjson
 
-from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result,
+from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result, init_error_result,
                          timeout_message)
 from .process import _hwm_mb
 from .spec import INIT_TIMEOUT, FunctionSpec
@@ -320,11 +320,7 @@ class RuntimeApiRuntime:
                 init_ms = (time.perf_counter() - t0) * 1000
                 init_output = rp.read_log()
                 if err is not None:
-                    doc = dict(err, requestId=request_id)
-                    doc.setdefault("stackTrace", [])
-                    res = Result(doc, error="Unhandled", request_id=request_id)
-                    res.log = self.log.record(request_id, f"[ERROR] {doc.get('errorType')}: {doc.get('errorMessage')}",
-                                              0.0, None, init_ms, "error", init_output)
+                    res = init_error_result(self.log, err, request_id, init_ms, None, init_output)
                     rp.close_log()
                     rp = None
                     return res

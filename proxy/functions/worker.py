@@ -103,20 +103,25 @@ def error_document(exc: BaseException, tb=True) -> dict:
     return doc
 
 
-def load_handler(handler: str, task_root: str):
-    """Import ``module.attr`` from ``task_root``; returns the callable or raises _InitError."""
-    modname, _, attr = handler.rpartition(".")
-    if not modname or not attr:
-        raise _InitError("Runtime.MalformedHandlerName", f"Bad handler '{handler}': not enough values to unpack (expected 2, got 1)")
-    import importlib
+def import_handler_module(modname: str, load):
+    """``load()`` the handler's module, turning a failure into Lambda's init error."""
     try:
-        mod = importlib.import_module(modname)
+        return load()
     except SyntaxError as e:
         raise _InitError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {e}")
     except ImportError as e:
         raise _InitError("Runtime.ImportModuleError", f"Unable to import module '{modname}': {e}")
     except Exception as e:
         raise _InitError(type(e).__name__, str(e), e)
+
+
+def load_handler(handler: str, task_root: str):
+    """Import ``module.attr`` from ``task_root``; returns the callable or raises _InitError."""
+    modname, _, attr = handler.rpartition(".")
+    if not modname or not attr:
+        raise _InitError("Runtime.MalformedHandlerName", f"Bad handler '{handler}': not enough values to unpack (expected 2, got 1)")
+    import importlib
+    mod = import_handler_module(modname, lambda: importlib.import_module(modname))
     fn = getattr(mod, attr, None)
     if fn is None:
         raise _InitError("Runtime.HandlerNotFound", f"Handler '{attr}' missing on module '{modname}'")
