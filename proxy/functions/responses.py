@@ -52,6 +52,16 @@ def _status(v) -> int:
     return v
 
 
+def _b64_flag(d: dict) -> bool:
+    """``isBase64Encoded``: absent or null is false; anything but a boolean is malformed."""
+    b64 = d.get("isBase64Encoded", False)
+    if b64 is None:
+        return False
+    if not isinstance(b64, bool):
+        raise Malformed("isBase64Encoded")
+    return b64
+
+
 def _body(v, b64) -> bytes:
     if v is None:
         return b""
@@ -103,11 +113,7 @@ def _v1(d, api_type: str) -> Response:
     if "statusCode" not in d:
         raise Malformed("no statusCode")
     status = _status(d["statusCode"])
-    b64 = d.get("isBase64Encoded", False)
-    if b64 is None:
-        b64 = False
-    if not isinstance(b64, bool):
-        raise Malformed("isBase64Encoded")
+    b64 = _b64_flag(d)
     headers = _headers_v1(d, api_type == "rest")
     body = _body(d.get("body"), b64)
     if api_type == "rest" and not any(k.lower() == "content-type" for k, _ in headers):
@@ -121,11 +127,7 @@ def _v2(d, payload: bytes | None) -> Response:
         body = payload if payload is not None else orjson.dumps(d)
         return Response(200, [_JSON], body)
     status = _status(d["statusCode"])
-    b64 = d.get("isBase64Encoded", False)
-    if b64 is None:
-        b64 = False
-    if not isinstance(b64, bool):
-        raise Malformed("isBase64Encoded")
+    b64 = _b64_flag(d)
     h = d.get("headers")
     if h is not None and not isinstance(h, dict):
         raise Malformed("headers")

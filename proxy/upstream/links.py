@@ -208,14 +208,19 @@ class Link:
         t = self.pick(None)
         if t is None:
             raise NoTarget("no healthy target", self.retry_after())
-        t.outstanding += 1
         started = _monotonic()
         try:
-            resp = await t.pool.request(method, target, headers, body, timeout=timeout, body_length=body_length)
+            return await self._send(t, method, target, headers, body, body_length, timeout), t
         except UpstreamError as e:
-            t.outstanding -= 1
             return await self._after_failure(e, t, method, target, headers, body, body_length,
                                              started + timeout, started)
+
+    async def _send(self, t: Target, method, target, headers, body, body_length, timeout):
+        """One try on ``t``, with its in-flight count and outcome accounting. On success the
+        target stays counted in flight until ``done(t)``; on failure it is released here."""
+        t.outstanding += 1
+        try:
+            resp = await t.pool.request(method, target, headers, body, timeout=timeout, body_length=body_length)
         except BaseException:
             t.outstanding -= 1
             raise
@@ -224,7 +229,7 @@ class Link:
             self.failed(t, f"status {resp.status}")
         elif t.fails or t.ejections:
             self.succeeded(t)
-        return resp, t
+        return resp
 
     async def _after_failure(self, e, t, method, target, headers, body, body_length, deadline, started):
         window = self.retry_window
@@ -248,22 +253,10 @@ class Link:
                     raise NoTarget("no healthy target", self.retry_after())
                 raise e
             t = nt
-            t.outstanding += 1
             try:
-                resp = await t.pool.request(method, target, headers, body, timeout=left, body_length=body_length)
+                return await self._send(t, method, target, headers, body, body_length, left), t
             except UpstreamError as e2:
-                t.outstanding -= 1
                 e = e2
-                continue
-            except BaseException:
-                t.outstanding -= 1
-                raise
-            t.requests += 1
-            if resp.status >= 500:
-                self.failed(t, f"status {resp.status}")
-            else:
-                self.succeeded(t)
-            return resp, t
 
     @staticmethod
     def _retryable(e: UpstreamError, method: str, streamed: bool) -> bool:
