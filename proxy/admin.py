@@ -61,7 +61,6 @@ def route_table(gateway) -> list[dict]:
                              "method": method, "path": path,
                              "url": (api.base_path + st.prefix + path) or "/",
                              "integration": integ["type"], "target": target})
-            default = getattr(st.router, "default", None)
     return rows
 
 

@@ -5,7 +5,6 @@ per-route handler chain compiled in ``proxy.gateway``; this module does steps 1,
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
@@ -255,10 +254,6 @@ class GatewayApp:
 def create_app() -> GatewayApp:
     """granian factory: build the gateway from $GWPROXY_CONFIG in this worker."""
     from .gateway import load_gateway
-    try:
-        import uvloop  # noqa: F401  (granian picks it; imported here to fail early if missing)
-    except ImportError:
-        pass
     logging.basicConfig(level=os.environ.get("GWPROXY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = os.environ["GWPROXY_CONFIG"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
 
 import gwcore
 from gwcore.errors import RouteConflictError, RouteSyntaxError
@@ -179,18 +178,12 @@ def _check_routes(cfg: dict, locator: Locator) -> list[str]:
             method, path = _split_route(route["route"])
             where = ("apis", api_name, "routes", i, "route")
             label = f"{locator.file}:{locator.line(where)} {route['route']}"
-            if method == "$default":
-                if api.get("type", "rest") != "http":
-                    problems.append(locator.problem(where, "'$default' routes exist only in http APIs"))
+            if method == "$default":   # only in http APIs: the loader checks that
                 continue
             try:
                 r.add(method, path, i, label)
             except (RouteConflictError, RouteSyntaxError) as e:
                 problems.append(locator.problem(where, str(e)))
-        ftypes = {st for st in (api.get("stages") or {})}
-        if api.get("type", "rest") == "rest" and "$default" in ftypes:
-            problems.append(locator.problem(("apis", api_name, "stages", "$default"),
-                                            "'$default' stage exists only in http APIs"))
     return problems
 
 

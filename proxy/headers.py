@@ -16,7 +16,7 @@ def connection_tokens(headers) -> frozenset | None:
     """Names listed in Connection headers (lower-case), or None when there is none."""
     toks = None
     for k, v in headers:
-        if k == "connection" or k == "Connection" or (len(k) == 10 and k.lower() == "connection"):
+        if len(k) == 10 and k.lower() == "connection":
             if toks is None:
                 toks = set()
             for t in v.split(","):
@@ -26,10 +26,10 @@ def connection_tokens(headers) -> frozenset | None:
     return frozenset(toks) if toks is not None else None
 
 
-def strip_request(headers, drop=REQUEST_DROP) -> list:
-    """Client headers minus hop-by-hop ones, those named in Connection, and those the
-    gateway sets itself (names are lower-case here, as granian gives them)."""
-    named = connection_tokens(headers)
+def strip_request(headers, named: frozenset | None, drop=REQUEST_DROP) -> list:
+    """Client headers minus hop-by-hop ones, those named in Connection (``named``, from
+    :func:`connection_tokens`), and those the gateway sets itself (names are lower-case
+    here, as granian gives them)."""
     if named:
         return [(k, v) for k, v in headers if k not in drop and k not in named]
     return [(k, v) for k, v in headers if k not in drop]

@@ -32,7 +32,6 @@ buckets built once. Accepted requests with an API key are also counted per key p
 """
 from __future__ import annotations
 
-import calendar
 import logging
 import math
 import time

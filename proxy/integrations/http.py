@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlsplit
 
-from ..context import BodyTooLarge, Response, gateway_response
+from ..context import Response, gateway_response
 import os
 
 from ..headers import connection_tokens, strip_request, strip_response
@@ -148,9 +148,9 @@ def _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port):
         q = fixed_query + "&" + q if q else fixed_query
     target = path + "?" + q if q else path
     in_headers = req.headers
-    headers = strip_request(in_headers)
-    xff = None
     named = connection_tokens(in_headers)
+    headers = strip_request(in_headers, named)
+    xff = None
     if not (named and "x-forwarded-for" in named):
         for k, v in in_headers:
             if k == "x-forwarded-for":
