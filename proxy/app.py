@@ -113,6 +113,7 @@ class GatewayApp:
         self._log_buf: list[str] = []
         self.new_id = _id_source()
         self.admin = None
+        self.raw_paths = False    # True under the native front end (RSGI paths are decoded)
 
     # -- lifecycle -----------------------------------------------------------------
     def __rsgi_init__(self, loop):
@@ -143,28 +144,44 @@ class GatewayApp:
 
     # -- the request path ------------------------------------------------------------
     async def __rsgi__(self, scope, proto):
+        """granian's entry: adapt its scope to a Request."""
         if scope.proto != "http":
             proto.close(1000) if hasattr(proto, "close") else None
             return
         start_ns = _perf_ns()
-        rid = self.new_id()
-        headers = scope.headers.items()
-        method = scope.method
-        path = scope.path
         peer = _split_peer(scope.client)
         client = peer
         if self.trusted is not None:
-            xff = scope.headers.get("x-forwarded-for")
-            client = self.trusted.resolve(peer, xff)
+            client = self.trusted.resolve(peer, scope.headers.get("x-forwarded-for"))
         host = scope.authority or scope.headers.get("host") or ""
-        req = Request(proto, method, path, scope.query_string, headers, client, peer,
-                      scope.scheme, host, scope.http_version, rid, start_ns, _time(), self.max_body)
+        req = Request(proto, scope.method, scope.path, scope.query_string, scope.headers.items(),
+                      client, peer, scope.scheme, host, scope.http_version, self.new_id(),
+                      start_ns, _time(), self.max_body)
+        await self.serve(proto, req)
+
+    async def serve_native(self, ex, peer: str):
+        """The native front end's entry (proxy.frontend.http1.Exchange)."""
+        start_ns = _perf_ns()
+        client = peer
+        headers = ex.headers
+        if self.trusted is not None:
+            xff = None
+            for k, v in headers:
+                if k == "x-forwarded-for":
+                    xff = v
+                    break
+            client = self.trusted.resolve(peer, xff)
+        req = Request(ex, ex.method, ex.path, ex.query, headers, client, peer, "http", ex.host,
+                      ex.http_version, self.new_id(), start_ns, _time(), self.max_body)
+        await self.serve(ex, req)
+
+    async def serve(self, proto, req: Request):
         try:
             resp = await self.handle(req)
         except BodyTooLarge:
             resp = gateway_response(413, "Request Entity Too Large")
         except Exception:
-            log.error("request %s failed:\n%s", rid, traceback.format_exc())
+            log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
             resp = gateway_response(500, "Internal server error")
         await self.respond(proto, req, resp)
 
@@ -181,8 +198,9 @@ class GatewayApp:
         req.api = stage.api
         req.stage = stage
         # granian hands over the already percent-decoded path (RSGI has no raw path), and the
-        # router decodes once more: escape "%" so that it decodes to exactly this path again
-        if "%" in rest:
+        # router decodes once more: escape "%" so that it decodes to exactly this path again.
+        # The native front end gives the raw path, which the router decodes exactly once.
+        if "%" in rest and not self.raw_paths:
             rest = rest.replace("%", "%25")
         status, route, params = stage.router.match(req.method, rest)
         if status != MATCH:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -51,8 +52,13 @@ def cmd_serve(args) -> int:
         print(f"--listen: {e}", file=sys.stderr)
         return 2
     workers = args.workers or int(srv.get("workers", 1))
+    # --frontend, else $GWPROXY_FRONTEND (lets a test run the whole suite on either), else config
+    frontend = args.frontend or os.environ.get("GWPROXY_FRONTEND") or srv.get("frontend", "native")
+    if frontend not in ("native", "granian"):
+        print(f"GWPROXY_FRONTEND: expected native or granian, got {frontend!r}", file=sys.stderr)
+        return 2
     return serve(ServeSettings(config=args.config, host=host, port=port, workers=workers,
-                               log_level=args.log_level))
+                               log_level=args.log_level, frontend=frontend))
 
 
 def cmd_version(args) -> int:
@@ -80,6 +86,8 @@ def main(argv=None) -> int:
     s.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
     s.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--frontend", choices=["native", "granian"],
+                   help="HTTP server (overrides server.frontend; default native)")
     s.set_defaults(fn=cmd_serve)
     c = sub.add_parser("check", help="validate a config and print the route table")
     c.add_argument("config")

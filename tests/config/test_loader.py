@@ -61,6 +61,7 @@ def test_defaults_are_applied():
     assert cfg["server"] == {
         "listen": "0.0.0.0:8080", "workers": 1, "admin": None, "request_id_header": "x-request-id",
         "max_body_bytes": 10485760, "max_header_bytes": 16384, "trusted_proxies": [], "access_log": True,
+        "frontend": "native", "keepalive_timeout": 75.0, "header_timeout": 60.0,
     }
     assert cfg["state"] == {"backend": "memory", "on_failure": "open", "timeout": 0.25}
     assert cfg["upstream"] == {"max_connections": 256, "idle_timeout": 60.0, "connect_timeout": 5.0}

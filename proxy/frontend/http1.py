@@ -1,0 +1,617 @@
+"""The native front end: an HTTP/1.1 server on uvloop with httptools (llhttp) framing.
+
+One :class:`Connection` (an asyncio protocol) per client socket; one :class:`Exchange` per
+request, which is what the gateway app sees of the connection: the request body as an
+async iterator, and ``response_empty`` / ``response_bytes`` / ``response_stream`` to answer
+(the same three calls as granian's RSGI protocol object, so ``proxy.app`` serves both).
+
+What it does that a user of nginx expects:
+- keep-alive and pipelining (requests answered in order; reading pauses while one waits);
+- request bodies streamed with flow control (reading pauses past ``BODY_HIGH`` buffered
+  bytes), ``Expect: 100-continue`` answered only when the app starts reading the body;
+- responses streamed with backpressure (``send_bytes`` waits while the socket's write
+  buffer is full) and, when an upstream dies mid-body, cut without a terminating chunk so
+  the client sees a truncated response, never a complete-looking one;
+- header size limit (431), malformed requests (400), header and keep-alive timeouts;
+- the raw request path as sent (percent-encoding intact), unlike RSGI's decoded one;
+- graceful drain: stop accepting, close idle connections, finish in-flight requests.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from email.utils import formatdate
+from http import HTTPStatus
+from urllib.parse import quote
+
+import httptools
+
+log = logging.getLogger("gwproxy.frontend")
+
+BODY_HIGH = 256 * 1024       # buffered request-body bytes that pause reading from the client
+BODY_LOW = 64 * 1024         # ... and resume it
+PIPELINE_MAX = 16            # parsed requests waiting behind the one being answered
+LINGER_S = 2.0               # how long unread request bodies are drained before closing
+LINGER_BYTES = 1 << 20
+
+_monotonic = time.monotonic
+_HttpParserError = httptools.HttpParserError
+_HttpParserUpgrade = httptools.HttpParserUpgrade
+
+
+def _status_lines() -> dict[int, bytes]:
+    out = {}
+    for s in HTTPStatus:
+        out[s.value] = f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode()
+    return out
+
+
+STATUS_LINES = _status_lines()
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} Unknown\r\n".encode()
+    return line
+
+
+class _Clock:
+    """The Date header, formatted once a second (not per response)."""
+
+    __slots__ = ("date", "_sec")
+
+    def __init__(self):
+        self._sec = 0
+        self.date = b""
+        self.tick()
+
+    def tick(self) -> bytes:
+        now = time.time()
+        sec = int(now)
+        if sec != self._sec:
+            self._sec = sec
+            self.date = ("date: " + formatdate(now, usegmt=True) + "\r\n").encode()
+        return self.date
+
+
+CLOCK = _Clock()
+
+
+def encode_head(status: int, headers: list, framing: str, keep_alive: bool) -> bytes:
+    """Status line + headers (framing headers from the app are dropped; ``framing`` is ours).
+
+    Header names and values must not carry CR or LF: a header that does is left out (a
+    function returning ``"a\\r\\nSet-Cookie: x"`` must not add a header)."""
+    block = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    if block.count("\n") != len(headers) or block.count("\r") != len(headers):
+        block = "".join([f"{k}: {v}\r\n" for k, v in headers
+                         if not any(c in k or c in v for c in "\r\n")])
+    if "ontent-length" in block or "ransfer-encoding" in block or "onnection" in block \
+            or "eep-alive" in block or "ONTENT-LENGTH" in block or "RANSFER-ENCODING" in block:
+        block = "".join([f"{k}: {v}\r\n" for k, v in headers
+                         if str(k).lower() not in _FRAMING and not any(c in k or c in v for c in "\r\n")])
+    if not keep_alive:
+        framing += "connection: close\r\n"
+    try:
+        head = (block + framing).encode("latin-1")
+    except UnicodeEncodeError:
+        head = (block + framing).encode("utf-8")
+    return status_line(status) + CLOCK.date + head + b"\r\n"
+
+
+class ClientGone(ConnectionError):
+    """The client closed the connection before the exchange finished."""
+
+
+class Exchange:
+    """One request on a connection: body in, response out."""
+
+    __slots__ = ("conn", "method", "path", "query", "headers", "http_version", "host",
+                 "keep_alive", "expect_continue", "_chunks", "_buffered", "_complete",
+                 "_waiter", "started", "head", "_mode", "_sent", "_declared", "done")
+
+    def __init__(self, conn: "Connection"):
+        self.conn = conn
+        self.headers: list = []
+        self.host = ""
+        self.expect_continue = False
+        self._chunks: deque = deque()
+        self._buffered = 0
+        self._complete = False
+        self._waiter: asyncio.Future | None = None
+        self.started = False      # response head written
+        self.head = False         # HEAD request
+        self._mode = 0            # 0 none, 1 length, 2 chunked, 3 close-delimited
+        self._sent = 0
+        self._declared = -1
+        self.done = False
+
+    # -- request body (filled by the connection) ---------------------------------------
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self._buffered > BODY_HIGH:
+            self.conn._pause_body()
+
+    def _finish_body(self) -> None:
+        self._complete = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _fail(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_exception(ClientGone("client closed the connection"))
+
+    @property
+    def body_complete(self) -> bool:
+        return self._complete
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._chunks:
+                data = self._chunks.popleft()
+                self._buffered -= len(data)
+                if self._buffered < BODY_LOW:
+                    self.conn._resume_body()
+                return data
+            if self._complete:
+                raise StopAsyncIteration
+            if self.conn.closed:
+                raise ClientGone("client closed the connection")
+            if self.expect_continue:
+                self.expect_continue = False
+                if not self.started:
+                    self.conn.transport.write(_CONTINUE)
+            self.conn._resume_body()
+            self._waiter = self.conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    # -- response ------------------------------------------------------------------------
+    def _bodyless(self, status: int) -> bool:
+        return self.head or status == 204 or status == 304 or status < 200
+
+    def response_empty(self, status: int, headers: list) -> None:
+        if self.started:
+            return
+        self.started = True
+        framing = ""
+        if not self._bodyless(status):
+            framing = "content-length: 0\r\n"
+        elif self.head or status == 304:
+            # a HEAD / 304 answer may say how long the body would be
+            for k, v in headers:
+                if k == "content-length" or k.lower() == "content-length":
+                    framing = f"content-length: {v}\r\n"
+                    break
+        self.conn._write(encode_head(status, headers, framing, self.conn._keep(self)))
+
+    def response_bytes(self, status: int, headers: list, body: bytes) -> None:
+        if self.started:
+            return
+        if self._bodyless(status):
+            if self.head:
+                self.started = True
+                self.conn._write(encode_head(status, headers, f"content-length: {len(body)}\r\n",
+                                             self.conn._keep(self)))
+                return
+            self.response_empty(status, headers)
+            return
+        self.started = True
+        head = encode_head(status, headers, f"content-length: {len(body)}\r\n", self.conn._keep(self))
+        self.conn._write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.conn._write(body)
+
+    def response_stream(self, status: int, headers: list) -> "Exchange":
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        if self._bodyless(status):
+            self._mode = 0
+            return self._head_only(status, headers)
+        declared = None
+        for k, v in headers:
+            if k == "content-length" or (k[:1] in "cC" and k.lower() == "content-length"):
+                declared = v
+                break
+        if declared is not None and declared.isdigit():
+            self._mode = 1
+            self._declared = int(declared)
+            framing = f"content-length: {declared}\r\n"
+        elif self.http_version == "1.1":
+            self._mode = 2
+            framing = "transfer-encoding: chunked\r\n"
+        else:
+            self._mode = 3
+            self.keep_alive = False
+            framing = ""
+        self.conn._write(encode_head(status, headers, framing, self.conn._keep(self)))
+        return self
+
+    def _head_only(self, status, headers):
+        self.conn._write(encode_head(status, headers, "", self.conn._keep(self)))
+        return self
+
+    async def send_bytes(self, data: bytes) -> None:
+        conn = self.conn
+        if conn.closed:
+            raise ClientGone("client closed the connection")
+        if not data or self._mode == 0:
+            return
+        if self._mode == 2:
+            conn._write(b"%x\r\n%b\r\n" % (len(data), data) if len(data) < 16384
+                        else b"%x\r\n" % len(data))
+            if len(data) >= 16384:
+                conn._write(data)
+                conn._write(b"\r\n")
+        else:
+            if self._mode == 1:
+                self._sent += len(data)
+                if self._sent > self._declared:
+                    raise RuntimeError("response body longer than its Content-Length")
+            conn._write(data)
+        if conn.write_paused:
+            await conn._drain()
+
+    async def send_str(self, data: str) -> None:
+        await self.send_bytes(data.encode())
+
+    def _end(self) -> bool:
+        """The app returned: finish the response. False when the body is short (abort)."""
+        if self._mode == 2:
+            self.conn._write(b"0\r\n\r\n")
+        elif self._mode == 1 and self._sent != self._declared:
+            return False
+        elif self._mode == 3:
+            return False    # close-delimited: closing ends it
+        return True
+
+
+class Connection(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = ("server", "app", "loop", "transport", "parser", "peer", "closed",
+                 "current", "parsing", "queue", "url", "hname", "header_bytes",
+                 "read_paused", "write_paused", "_drain_waiter", "idle_since",
+                 "in_headers", "task", "lingering", "_discard", "max_header")
+
+    def __init__(self, server: "FrontendServer"):
+        self.server = server
+        self.app = server.app
+        self.loop = server.loop
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.closed = False
+        self.current: Exchange | None = None    # being answered
+        self.parsing: Exchange | None = None    # being parsed (may be a later, pipelined one)
+        self.queue: deque = deque()             # parsed, waiting for `current` to finish
+        self.url = b""
+        self.header_bytes = 0
+        self.read_paused = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self.idle_since = _monotonic()
+        self.in_headers = True
+        self.task = None
+        self.lingering = False
+        self._discard = 0
+        self.max_header = server.max_header_bytes
+
+    # -- asyncio protocol ----------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = peer[0] if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.server.connections.discard(self)
+        for ex in (self.current, self.parsing, *self.queue):
+            if ex is not None:
+                ex._fail()
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_exception(ClientGone("client closed the connection"))
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _drain(self):
+        if self.closed:
+            raise ClientGone("client closed the connection")
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def data_received(self, data: bytes):
+        if self.lingering:
+            self._discard += len(data)
+            if self._discard > LINGER_BYTES:
+                self.transport.close()
+            return
+        if self.in_headers:
+            self.header_bytes += len(data)   # reset when a head completes
+        try:
+            self.parser.feed_data(data)
+        except _HttpParserUpgrade:
+            # Upgrade (websocket, h2c) and CONNECT are not served: the request is answered
+            # as plain HTTP/1.1, like nginx without an upgrade config, and the connection
+            # closes after it (what follows on the wire is not HTTP/1.1 any more)
+            self.lingering = True
+            for ex in (self.current, *self.queue):
+                if ex is not None:
+                    ex.keep_alive = False
+        except _HttpParserError:
+            self._reject(400, "Bad Request")
+            return
+        if self.in_headers and self.header_bytes > self.max_header and self.parsing is not None:
+            self._reject(431, "Request Header Fields Too Large")
+
+    def eof_received(self):
+        # a half-closed client may still be waiting for its answer
+        if self.current is None and not self.queue:
+            return False
+        return True
+
+    # -- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self):
+        self.in_headers = True
+        self.url = b""
+        ex = Exchange(self)
+        self.parsing = ex
+        self.idle_since = _monotonic()
+
+    def on_url(self, url: bytes):
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes):
+        ex = self.parsing
+        n = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        ex.headers.append((n, v))
+        if n == "host":
+            if not ex.host:
+                ex.host = v
+        elif n == "expect" and v.lower() == "100-continue":
+            ex.expect_continue = True
+
+    def on_headers_complete(self):
+        ex = self.parsing
+        p = self.parser
+        self.in_headers = False
+        self.header_bytes = 0
+        ex.method = p.get_method().decode("latin-1")
+        ex.http_version = p.get_http_version()
+        ex.keep_alive = p.should_keep_alive()
+        ex.head = ex.method == "HEAD"
+        url = self.url
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+            if b"#" in query:
+                query = query.partition(b"#")[0]
+        else:
+            try:
+                u = httptools.parse_url(url)
+            except _HttpParserError:
+                u = None
+            if u is None or not u.path:
+                ex.path = None
+                path, query = b"", b""
+            else:
+                path, query = u.path, u.query or b""
+                if u.host and not ex.host:
+                    ex.host = u.host.decode("latin-1")
+        if path.isascii():
+            ex.path = path.decode("ascii")
+        else:
+            ex.path = quote(path, safe=_URL_SAFE)
+        ex.query = query.decode("latin-1")
+        if self.current is None:
+            self._start(ex)
+        else:
+            self.queue.append(ex)
+            if len(self.queue) >= PIPELINE_MAX:
+                self._pause_reading()
+
+    def on_body(self, body: bytes):
+        self.parsing._feed(body)
+
+    def on_message_complete(self):
+        ex = self.parsing
+        self.parsing = None
+        self.in_headers = True
+        if ex is not None:
+            ex._finish_body()
+
+    # -- flow control --------------------------------------------------------------------
+    def _pause_reading(self):
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self):
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _pause_body(self):
+        self._pause_reading()
+
+    def _resume_body(self):
+        if len(self.queue) < PIPELINE_MAX:
+            self._resume_reading()
+
+    def _write(self, data: bytes):
+        if not self.closed:
+            self.transport.write(data)
+
+    def _keep(self, ex: Exchange) -> bool:
+        return ex.keep_alive and not self.server.draining and ex.body_complete
+
+    # -- requests ------------------------------------------------------------------------
+    def _start(self, ex: Exchange):
+        self.current = ex
+        if ex.path is None:
+            self._answer_plain(ex, 400, "Bad Request")
+            self._finished(ex, True)
+            return
+        self.task = self.loop.create_task(self._run(ex))
+
+    async def _run(self, ex: Exchange):
+        ok = True
+        try:
+            await self.app.serve_native(ex, self.peer)
+            if not ex.started:
+                self._answer_plain(ex, 500, "Internal server error")
+            elif not ex._end():
+                ok = False
+        except BaseException as e:
+            ok = False
+            if not ex.started and not self.closed and not isinstance(e, asyncio.CancelledError):
+                self._answer_plain(ex, 500, "Internal server error")
+                ok = True
+            if not isinstance(e, (Exception, asyncio.CancelledError)):
+                raise
+        self._finished(ex, ok)
+
+    def _answer_plain(self, ex: Exchange, status: int, message: str):
+        ex.keep_alive = False
+        body = b'{"message":"%s"}' % message.encode()
+        ex.response_bytes(status, [("content-type", "application/json")], body)
+
+    def _finished(self, ex: Exchange, ok: bool):
+        self.current = None
+        self.task = None
+        if self.closed:
+            return
+        if not ok:
+            # the response was cut short: closing is the only signal left
+            self.transport.abort() if ex._mode in (1, 2) else self.transport.close()
+            return
+        if not self._keep(ex):
+            if not ex.body_complete and not self.server.draining:
+                self._linger()
+            else:
+                self.transport.close()
+            return
+        self.idle_since = _monotonic()
+        if self.queue:
+            nxt = self.queue.popleft()
+            self._resume_body()
+            self._start(nxt)
+        else:
+            self._resume_reading()
+
+    def _linger(self):
+        """Answered before the body was read: half-close, drain the rest for a while, close.
+
+        Closing at once could reset the connection before the client reads the answer (a
+        413 to a client still uploading would be lost)."""
+        self.lingering = True
+        self._resume_reading()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except OSError:
+            pass
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+    def _reject(self, status: int, message: str):
+        """Malformed or oversized request head: answer (if nothing was sent yet) and close."""
+        if self.closed:
+            return
+        ex = self.parsing if self.current is None else None
+        if ex is not None and not ex.started:
+            ex.http_version = "1.1"
+            ex.keep_alive = False
+            ex._complete = True
+            self._answer_plain(ex, status, message)
+        elif self.current is None:
+            body = b'{"message":"%s"}' % message.encode()
+            self.transport.write(status_line(status) + CLOCK.date + b"content-type: application/json\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        self.transport.close()
+        self.closed = True
+        self.server.connections.discard(self)
+
+    def close_if_idle(self) -> bool:
+        if self.current is None and not self.queue and (self.parsing is None):
+            self.transport.close()
+            return True
+        return False
+
+
+class FrontendServer:
+    """The listener of one worker and its connections."""
+
+    def __init__(self, app, loop, *, max_header_bytes: int = 16384,
+                 keepalive_timeout: float = 75.0, header_timeout: float = 60.0):
+        self.app = app
+        self.loop = loop
+        self.max_header_bytes = max_header_bytes
+        self.keepalive_timeout = keepalive_timeout
+        self.header_timeout = header_timeout
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.server = None
+        self._sweeper = None
+
+    async def start(self, sock) -> None:
+        self.server = await self.loop.create_server(lambda: Connection(self), sock=sock, backlog=2048)
+        self._sweep()
+
+    def _sweep(self):
+        """Once a second: the Date header, idle keep-alive and slow header timeouts."""
+        CLOCK.tick()
+        now = _monotonic()
+        for c in list(self.connections):
+            if c.current is None and not c.queue:
+                limit = self.header_timeout if c.parsing is not None else self.keepalive_timeout
+                if now - c.idle_since > limit:
+                    c.transport.close()
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; close idle connections; wait up to ``timeout`` for the rest."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        deadline = _monotonic() + timeout
+        while self.connections and _monotonic() < deadline:
+            for c in list(self.connections):
+                c.close_if_idle()
+            if not self.connections:
+                break
+            await asyncio.sleep(0.05)
+        for c in list(self.connections):
+            c.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
