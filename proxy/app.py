@@ -223,9 +223,11 @@ class GatewayApp:
         status = resp.status
         try:
             if resp.stream is None:
-                if req.method == "HEAD" or status == 204 or status == 304:
+                if status == 204 or status == 304 or (req.method == "HEAD" and not resp.body):
+                    # a proxied HEAD answer carries the upstream's content-length header
                     proto.response_empty(status, headers)
                 else:
+                    # HEAD: the front end sends the head only, with the body's length
                     proto.response_bytes(status, headers, resp.body)
             else:
                 await self._stream(proto, req, resp, headers)

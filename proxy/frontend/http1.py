@@ -87,22 +87,26 @@ def encode_head(status: int, headers: list, framing: str, keep_alive: bool) -> b
     """Status line + headers (framing headers from the app are dropped; ``framing`` is ours).
 
     Header names and values must not carry CR or LF: a header that does is left out (a
-    function returning ``"a\\r\\nSet-Cookie: x"`` must not add a header)."""
+    function returning ``"a\\r\\nSet-Cookie: x"`` must not add a header). A Date from the
+    app (an upstream's) is kept instead of ours."""
     block = "".join([f"{k}: {v}\r\n" for k, v in headers])
     if block.count("\n") != len(headers) or block.count("\r") != len(headers):
-        block = "".join([f"{k}: {v}\r\n" for k, v in headers
-                         if not any(c in k or c in v for c in "\r\n")])
-    if "ontent-length" in block or "ransfer-encoding" in block or "onnection" in block \
-            or "eep-alive" in block or "ONTENT-LENGTH" in block or "RANSFER-ENCODING" in block:
-        block = "".join([f"{k}: {v}\r\n" for k, v in headers
-                         if str(k).lower() not in _FRAMING and not any(c in k or c in v for c in "\r\n")])
+        headers = [(k, v) for k, v in headers if not any(c in k or c in v for c in "\r\n")]
+        block = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    low = block.lower()
+    if "content-length:" in low or "transfer-encoding:" in low or "connection:" in low \
+            or "keep-alive:" in low:
+        block = "".join([f"{k}: {v}\r\n" for k, v in headers if str(k).lower() not in _FRAMING])
+    date = CLOCK.date
+    if "date:" in low and any(str(k).lower() == "date" for k, _ in headers):
+        date = b""
     if not keep_alive:
         framing += "connection: close\r\n"
     try:
         head = (block + framing).encode("latin-1")
     except UnicodeEncodeError:
         head = (block + framing).encode("utf-8")
-    return status_line(status) + CLOCK.date + head + b"\r\n"
+    return status_line(status) + date + head + b"\r\n"
 
 
 class ClientGone(ConnectionError):
@@ -114,7 +118,7 @@ class Exchange:
 
     __slots__ = ("conn", "method", "path", "query", "headers", "http_version", "host",
                  "keep_alive", "expect_continue", "_chunks", "_buffered", "_complete",
-                 "_waiter", "started", "head", "_mode", "_sent", "_declared", "done")
+                 "_waiter", "started", "head", "_mode", "_sent", "_declared", "done", "reject")
 
     def __init__(self, conn: "Connection"):
         self.conn = conn
@@ -131,6 +135,7 @@ class Exchange:
         self._sent = 0
         self._declared = -1
         self.done = False
+        self.reject = 0           # a status the head earned before the app sees it (431)
 
     # -- request body (filled by the connection) ---------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -290,7 +295,8 @@ class Connection(asyncio.Protocol):
     __slots__ = ("server", "app", "loop", "transport", "parser", "peer", "closed",
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
-                 "in_headers", "task", "lingering", "_discard", "max_header")
+                 "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
+                 "pending_reject")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
@@ -314,6 +320,8 @@ class Connection(asyncio.Protocol):
         self.lingering = False
         self._discard = 0
         self.max_header = server.max_header_bytes
+        self.head_bytes = 0
+        self.pending_reject: tuple | None = None   # (status, message) after earlier answers
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -384,6 +392,7 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self):
         self.in_headers = True
+        self.head_bytes = 0
         self.url = b""
         ex = Exchange(self)
         self.parsing = ex
@@ -391,9 +400,11 @@ class Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes):
         self.url += url
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes):
         ex = self.parsing
+        self.head_bytes += len(name) + len(value) + 4
         n = name.decode("latin-1").lower()
         v = value.decode("latin-1")
         ex.headers.append((n, v))
@@ -408,6 +419,8 @@ class Connection(asyncio.Protocol):
         p = self.parser
         self.in_headers = False
         self.header_bytes = 0
+        if self.head_bytes > self.max_header:
+            ex.reject = 431
         ex.method = p.get_method().decode("latin-1")
         ex.http_version = p.get_http_version()
         ex.keep_alive = p.should_keep_alive()
@@ -479,8 +492,11 @@ class Connection(asyncio.Protocol):
     # -- requests ------------------------------------------------------------------------
     def _start(self, ex: Exchange):
         self.current = ex
-        if ex.path is None:
-            self._answer_plain(ex, 400, "Bad Request")
+        if ex.path is None or ex.reject:
+            if ex.reject == 431:
+                self._answer_plain(ex, 431, "Request Header Fields Too Large")
+            else:
+                self._answer_plain(ex, 400, "Bad Request")
             self._finished(ex, True)
             return
         self.task = self.loop.create_task(self._run(ex))
@@ -527,6 +543,8 @@ class Connection(asyncio.Protocol):
             nxt = self.queue.popleft()
             self._resume_body()
             self._start(nxt)
+        elif self.pending_reject is not None:
+            self._send_reject(*self.pending_reject)
         else:
             self._resume_reading()
 
@@ -545,19 +563,20 @@ class Connection(asyncio.Protocol):
         self.loop.call_later(LINGER_S, self.transport.close)
 
     def _reject(self, status: int, message: str):
-        """Malformed or oversized request head: answer (if nothing was sent yet) and close."""
+        """Malformed or oversized request head: answer it after any earlier requests of the
+        connection were answered, then close."""
         if self.closed:
             return
-        ex = self.parsing if self.current is None else None
-        if ex is not None and not ex.started:
-            ex.http_version = "1.1"
-            ex.keep_alive = False
-            ex._complete = True
-            self._answer_plain(ex, status, message)
-        elif self.current is None:
-            body = b'{"message":"%s"}' % message.encode()
-            self.transport.write(status_line(status) + CLOCK.date + b"content-type: application/json\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        self.lingering = True          # nothing more is parsed from this connection
+        if self.current is not None:
+            self.pending_reject = (status, message)
+            return
+        self._send_reject(status, message)
+
+    def _send_reject(self, status: int, message: str):
+        body = b'{"message":"%s"}' % message.encode()
+        self.transport.write(status_line(status) + CLOCK.date + b"content-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
         self.transport.close()
         self.closed = True
         self.server.connections.discard(self)

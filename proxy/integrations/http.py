@@ -178,6 +178,9 @@ async def _relay(req, resp, close):
     out_headers = strip_response(resp.headers)
     if not resp.has_body() or req.method == "HEAD":
         await close()
+        if req.method == "HEAD" and resp.content_length is not None and resp.status not in (204, 304):
+            # what a GET would get: the front end passes it on for HEAD answers
+            out_headers.append(("content-length", str(resp.content_length)))
         return Response(resp.status, out_headers, b"")
     if resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
         try:
