@@ -1,5 +1,5 @@
 """The smallest RSGI app: a fixed response, no work. granian's own ceiling (see
-loadtests/granian_boundary.py)."""
+loadtests/frontend_boundary.py)."""
 
 BODY = b'{"id": 1, "name": "rex"}'
 HEADERS = [("content-type", "application/json")]

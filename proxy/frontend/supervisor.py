@@ -10,6 +10,7 @@ gateway from the config file and runs it on uvloop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -62,6 +63,10 @@ def run_worker(settings, index: int) -> int:
                            header_timeout=float(srv.get("header_timeout", 60.0)))
     sock = _listen_socket(settings.host, settings.port, listen=True)
     loop.run_until_complete(front.start(sock))
+    # the compiled config (router tries, buckets, pools) lives as long as the worker: keep it
+    # out of the collector's generations so full collections do not walk it again and again
+    gc.collect()
+    gc.freeze()
     stop = loop.create_future()
 
     def on_signal():

@@ -193,8 +193,9 @@ async def _relay(req, resp, close):
             await close()
         return Response(resp.status, out_headers, data)
     if resp.content_length is not None:
-        # keep the length: if the upstream dies mid-body, granian then cuts the
-        # connection short and the client sees the truncation (RSGI has no abort)
+        # keep the length: if the upstream dies mid-body, the front end cuts the
+        # connection short and the client sees the truncation (under granian too, whose
+        # RSGI streams cannot be aborted)
         out_headers.append(("content-length", str(resp.content_length)))
     return Response(resp.status, out_headers, stream=resp.__aiter__(), on_close=close)
 
