@@ -1,6 +1,7 @@
 """Read a gateway config file, validate it, and return plain Python data.
 
-Loading is: parse YAML (ruamel round-trip, for line numbers) -> plain dicts and lists
+Loading is: parse YAML (libyaml via PyYAML when installed, else ruamel round-trip; either way
+with YAML 1.2 rules and a line number for every field) -> plain dicts and lists
 -> validate against the JSON Schema (config/schema.json) -> a few shape checks the schema
 cannot say well -> apply defaults and normalise (durations become float seconds). Every
 problem found becomes one line "FILE:LINE: field.path: what is wrong"; all of them are
@@ -8,9 +9,11 @@ raised together in one ConfigError, sorted by line.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import difflib
+import gc
 import json
 import os
 import re
@@ -21,6 +24,7 @@ from typing import Any, Iterable
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import ScalarNode as _RScalarNode
 
 from .schema import FORMAT_EXPECTED, make_validator, parse_duration
 
@@ -154,17 +158,11 @@ def load_config_text(text: str, filename: str = "<string>") -> tuple[dict, Locat
 
 
 def _load(text: str, filename: str, base_dir: str | None) -> tuple[dict, Locator]:
-    yaml = YAML(typ="rt")
-    try:
-        doc = yaml.load(text)
-    except MarkedYAMLError as e:
-        raise ConfigError(_yaml_message(filename, e)) from None
-    except YAMLError as e:  # unmarked (rare): keep it on one line
-        raise ConfigError(f"{filename}:1: invalid YAML: {_one_line(str(e))}") from None
-
-    lines: dict[tuple, int] = {}
-    problems: list[tuple] = []
-    data = _plain(doc, (), lines, problems)
+    with _gc_paused():  # parsing makes many objects and no garbage: spare the cyclic GC passes
+        parsed = _parse_fast(text)
+        if parsed is None:
+            parsed = _parse_ruamel(text, filename)
+    data, lines, problems = parsed
     loc = Locator(filename, lines)
     if data is None:
         raise ConfigError(f"{filename}:1: the config is empty; expected a mapping with at least 'apis'")
@@ -179,6 +177,37 @@ def _load(text: str, filename: str, base_dir: str | None) -> tuple[dict, Locator
     _apply_defaults(data, load_schema(), load_schema())
     _normalise(data, base_dir)
     return data, loc
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection inside (a big config's node tree made the collector
+    rescan a growing heap over and over: over half of the parse time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_ruamel(text: str, filename: str) -> tuple[Any, dict, list]:
+    """Parse with ruamel's round-trip loader (pure Python, slow): the reference behaviour.
+
+    Returns (plain data, {path: line}, problems); a YAML error becomes a ConfigError.
+    """
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as e:
+        raise ConfigError(_yaml_message(filename, e)) from None
+    except YAMLError as e:  # unmarked (rare): keep it on one line
+        raise ConfigError(f"{filename}:1: invalid YAML: {_one_line(str(e))}") from None
+    lines: dict[tuple, int] = {}
+    problems: list[tuple] = []
+    data = _plain(doc, (), lines, problems)
+    return data, lines, problems
 
 
 def _yaml_message(filename: str, e: MarkedYAMLError) -> str:
@@ -253,6 +282,243 @@ def _plain(node: Any, path: tuple, lines: dict, problems: list) -> Any:
     if isinstance(node, (datetime.date, datetime.datetime)):
         return node.isoformat()  # unquoted 2024-01-01 in a string field means the string
     return node
+
+
+# ---------------------------------------------------------------- fast YAML path (libyaml)
+#
+# ruamel's round-trip parser is pure Python and was most of the load time of a big config
+# (seconds for 10,000 routes). When PyYAML's libyaml binding is installed, libyaml (C) parses
+# and composes the text into a node tree, and _FastBuilder turns that tree into exactly what
+# ruamel + _plain() give: the same data, line table and problems. Scalars that could be
+# anything but a string are resolved and constructed by ruamel's own YAML 1.2 resolver and
+# round-trip constructor (so `yes`/`on` stay strings, `0o17` is 15, `2024-01-01` a date...),
+# and mappings follow ruamel's merge-key (<<) rules and key order. Whatever the fast path
+# cannot vouch for -- any YAML error, a duplicate key, a tag, a complex key, a %-directive,
+# an anchored scalar, tabs, unusual line breaks, very deep nesting, ... -- makes it give up
+# (None), and the text is parsed by ruamel as before: errors read exactly as they always did.
+
+try:
+    from yaml import __with_libyaml__ as _WITH_LIBYAML
+    from yaml.nodes import MappingNode as _YMappingNode, ScalarNode as _YScalarNode
+
+    if _WITH_LIBYAML:
+        from yaml._yaml import CParser as _CParser
+    else:  # pure-Python PyYAML is no faster than ruamel: keep ruamel
+        _CParser = None
+except Exception:  # PyYAML not installed (or broken): ruamel does it all
+    _CParser = None
+
+_MAX_DEPTH = 200  # deeper nesting goes to ruamel (which gives up a little past 300)
+
+
+class _GiveUp(Exception):
+    """The fast path will not vouch for this text; parse it with ruamel."""
+
+
+# Text the fast path leaves to ruamel, found by comparing the two on many thousands of
+# generated and mutated documents: where libyaml would accept what ruamel refuses or read
+# it differently, or where ruamel's data would keep a trace of the syntax:
+# - a %-directive (%YAML 1.1 changes the rules) and the document end marker '...';
+# - tabs (ruamel refuses some that libyaml takes as white space), CR-only, NEL, LS and PS
+#   line breaks and a BOM (counted or stripped differently);
+# - tags: libyaml does not tell the non-specific '!' apart from no tag, and ruamel keeps
+#   the others; explicit keys ('? ');
+# - an anchor on a scalar (ruamel keeps an anchored scalar as its own str/int/bool type,
+#   which shows when it is a key); anchor and alias names beyond [A-Za-z0-9_-] (ruamel
+#   reads more characters into a name);
+# - a block scalar header with anything but indicators after | or >, or followed by a line
+#   of only spaces; a quoted key with its value right after the colon ("a":1).
+# Each branch starts with its character and looks behind after it: that keeps the search
+# through a megabyte of config at a few tens of milliseconds.
+_FAST_UNSAFE = re.compile(
+    r"[\t\x85\u2028\u2029\ufeff]|\r(?!\n)|['\"]:\S"
+    r"|[|>](?<!\S[|>])[-+0-9]*(?:[ ]*(?:#[^\r\n]*)?\r?\n[ ]+\r?$|[^-+0-9\s])"
+    r"|!(?<![^\s,\[{]!)"
+    r"|\?(?<![^\s,\[{]\?)(?![^\s,\]}])"
+    r"|&\S+[ ]+[^\s\[{#]"
+    r"|[&*](?<![^\s,\[\]{}][&*])[A-Za-z0-9_-]*[^A-Za-z0-9_\s,\[\]{}-]",
+    re.M,
+)
+
+
+def _fast_unsafe(text: str) -> bool:
+    if text.startswith(("%", "...")) or "\n%" in text or "\n..." in text:  # a directive, '...'
+        return True
+    return _FAST_UNSAFE.search(text) is not None
+
+
+if _CParser is not None:
+    class _Composer(_CParser):
+        """libyaml's parser and composer, tags left unresolved. A node's tag says what it is:
+        'p' plain scalar, 'q' quoted or block scalar, 'm' mapping, 's' sequence, '?' an
+        unknown kind; an explicit tag (!!str, !foo) stays as written."""
+
+        _depth = 0
+
+        def resolve(self, kind, value, implicit):
+            if kind is _YScalarNode:
+                return "p" if implicit[0] else "q" if implicit[1] else "?"
+            if not implicit:
+                return "?"
+            return "m" if kind is _YMappingNode else "s"
+
+        def descend_resolver(self, parent, index):
+            self._depth += 1
+            if self._depth > _MAX_DEPTH:
+                raise _GiveUp("nested too deeply")
+
+        def ascend_resolver(self, *args):
+            self._depth -= 1
+
+
+def _parse_fast(text: str) -> tuple[Any, dict, list] | None:
+    """(plain data, {path: line}, problems) as _parse_ruamel gives them, or None to use ruamel."""
+    if _CParser is None or not isinstance(text, str) or _fast_unsafe(text):
+        return None
+    try:
+        composer = _Composer(text)
+        try:
+            root = composer.get_single_node()
+        finally:
+            composer.dispose()
+        return _FastBuilder().build(root)
+    except Exception:  # a YAML error, a duplicate key, recursion, ...: ruamel decides and words it
+        return None
+
+
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR_TAG = _YAML_TAG + "str"
+_MERGE_TAG = _YAML_TAG + "merge"
+_CONSTRUCTED_TAGS = frozenset(_YAML_TAG + t for t in ("null", "bool", "int", "float", "timestamp"))
+_MERGE = object()    # the plain scalar << (a merge key)
+_MISSING = object()
+
+
+class _FastBuilder:
+    """libyaml node tree -> what ruamel round-trip loading + _plain() would give."""
+
+    def __init__(self):
+        rt = YAML(typ="rt")
+        self._resolver = rt.resolver
+        self._constructor = rt.constructor
+        if getattr(self._resolver, "yaml_path_resolvers", None):
+            raise _GiveUp("path resolvers are registered")
+        first = set(self._resolver.versioned_resolver)  # YAML 1.2 rules by first character
+        self._resolve_all = None in first
+        self._first = frozenset(first - {None})
+        self._scalars: dict[str, Any] = {}  # plain scalar text -> ruamel's value for it
+        self._values: dict[str, Any] = {}   # plain scalar text -> _plain() of that value
+
+    def build(self, root) -> tuple[Any, dict, list]:
+        lines: dict[tuple, int] = {}
+        problems: list[tuple] = []
+        if root is None:
+            return None, lines, problems
+        if root.tag != "m":
+            # An error anyway. And ruamel builds the items of a top-level list in an order of
+            # its own (a << can merge a mapping before it is filled in), and a top-level block
+            # scalar may read differently. Under a top-level mapping everything is built at
+            # once, in document order, as here.
+            raise _GiveUp("the document is not a mapping")
+        lines[()] = root.start_mark.line + 1
+        return self._value(root, (), lines, problems), lines, problems
+
+    def _scalar(self, text: str) -> Any:
+        """A plain scalar as ruamel's YAML 1.2 round-trip loader constructs it."""
+        if not self._resolve_all and text[:1] not in self._first:
+            return text
+        obj = self._scalars.get(text, _MISSING)
+        if obj is _MISSING:
+            tag = self._resolver.resolve(_RScalarNode, text, (True, False))
+            name = str(tag)
+            if name == _STR_TAG:
+                obj = text
+            elif name == _MERGE_TAG:
+                obj = _MERGE
+            elif name in _CONSTRUCTED_TAGS:
+                obj = self._constructor.construct_non_recursive_object(_RScalarNode(tag, text))
+            else:
+                raise _GiveUp(f"scalar resolves to {name}")
+            self._scalars[text] = obj
+        return obj
+
+    def _value(self, node, path: tuple, lines: dict, problems: list) -> Any:
+        tag = node.tag
+        if tag == "p":
+            text = node.value
+            if not self._resolve_all and text[:1] not in self._first:
+                return text
+            value = self._values.get(text, _MISSING)
+            if value is _MISSING:
+                obj = self._scalar(text)
+                if obj is _MERGE:
+                    raise _GiveUp("<< as a value")
+                value = self._values[text] = _plain(obj, (), {}, [])
+            return value
+        if tag == "q":
+            return node.value
+        if tag == "m":
+            out: dict = {}
+            for key, (line, vnode) in self._pairs(node).items():
+                # as in _plain()
+                if isinstance(key, bool) or key is None or not isinstance(key, (str, int, float)):
+                    shown = _show(_plain(key, (), {}, []))
+                    if line is not None:
+                        lines[path + (shown,)] = line
+                    problems.append((path, f"keys must be strings, got {shown} (put it in quotes)", path + (shown,)))
+                    self._value(vnode, (), {}, [])  # unused, but ruamel built it: same errors
+                    continue
+                k = key if isinstance(key, str) else str(key)
+                kpath = path + (k,)
+                if line is not None:
+                    lines[kpath] = line
+                out[k] = self._value(vnode, kpath, lines, problems)
+            return out
+        if tag == "s":
+            items = []
+            for i, child in enumerate(node.value):
+                ipath = path + (i,)
+                lines[ipath] = child.start_mark.line + 1
+                items.append(self._value(child, ipath, lines, problems))
+            return items
+        raise _GiveUp(f"node tagged {tag!r}")
+
+    def _pairs(self, node) -> dict:
+        """A mapping's {key: (line or None, value node)} in ruamel's order: its own keys as
+        written, then the keys merged in with << that it does not have (first merge wins);
+        merged keys have no line of their own."""
+        own: dict = {}
+        merge = None
+        for knode, vnode in node.value:
+            ktag = knode.tag
+            if ktag == "p":
+                key = self._scalar(knode.value)
+                if key is _MERGE:
+                    if merge is not None:
+                        raise _GiveUp("duplicate <<")
+                    merge = vnode
+                    continue
+            elif ktag == "q":
+                key = knode.value
+            else:
+                raise _GiveUp("a key that is not a scalar")
+            if key in own:
+                raise _GiveUp("duplicate key")  # ruamel words the error
+            own[key] = (knode.start_mark.line + 1, vnode)
+        if merge is None:
+            return own
+        if merge.tag == "m":
+            sources = [merge]
+        elif merge.tag == "s" and all(sub.tag == "m" for sub in merge.value):
+            sources = merge.value
+        else:
+            raise _GiveUp("<< of something that is not a mapping")
+        for source in sources:
+            self._value(source, (), {}, [])  # ruamel builds all of it, even what is overridden
+            for key, (_line, vnode) in self._pairs(source).items():
+                if key not in own:
+                    own[key] = (None, vnode)
+        return own
 
 
 # ---------------------------------------------------------------- schema errors -> messages
@@ -431,6 +697,20 @@ def _shape_problems(data: dict) -> list[tuple]:
 
 
 def _resolve(schema: dict, root: dict) -> dict:
+    if isinstance(schema, dict) and "$ref" in schema:  # memoised: called for every value
+        cache = _SCHEMA_CACHE.setdefault("resolved", {})
+        hit = cache.get(id(schema))
+        if hit is not None and hit[0] is schema and hit[1] is root:
+            return hit[2]
+        resolved = _resolve_refs(schema, root)
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[id(schema)] = (schema, root, resolved)  # holds schema, so its id is not reused
+        return resolved
+    return schema
+
+
+def _resolve_refs(schema: dict, root: dict) -> dict:
     while isinstance(schema, dict) and "$ref" in schema:
         ref = schema["$ref"]
         target: Any = root
@@ -447,14 +727,48 @@ def _applicable(schema: dict, value: Any, root: dict) -> list[dict]:
     out = [schema]
     for sub in schema.get("allOf", ()):
         out.extend(_applicable(sub, value, root))
-    if "if" in schema and "then" in schema and _sub_validator(schema["if"], root).is_valid(value):
+    if "if" in schema and "then" in schema and _is_valid(schema["if"], value, root):
         out.extend(_applicable(schema["then"], value, root))
     for key in ("oneOf", "anyOf"):
         for sub in schema.get(key, ()):
-            if _sub_validator(sub, root).is_valid(value):
+            if _is_valid(sub, value, root):
                 out.extend(_applicable(sub, value, root))
                 break
     return out
+
+
+def _is_valid(sub: Any, value: Any, root: dict) -> bool:
+    """_sub_validator(sub, root).is_valid(value), memoised where that is sound.
+
+    A piece that only says "properties" and "required" (every 'if' in the schema) is decided
+    by the value's properties it names: the result is kept per piece and per those values
+    (types included), so 10,000 routes cost a handful of validations, not 30,000.
+    """
+    if not (isinstance(sub, dict) and isinstance(value, dict) and sub and sub.keys() <= {"properties", "required"}):
+        return _sub_validator(sub, root).is_valid(value)
+    names = list(sub.get("properties", {}))
+    names += [n for n in sub.get("required", ()) if n not in names]
+    try:
+        key = (id(sub), tuple((n, _frozen(value[n])) if n in value else (n,) for n in names))
+        hash(key)
+    except TypeError:  # not JSON-like data: no memo
+        return _sub_validator(sub, root).is_valid(value)
+    cache = _SCHEMA_CACHE.setdefault("is_valid", {})
+    hit = cache.get(key)
+    if hit is None or hit[0] is not sub:
+        if len(cache) > 10_000:
+            cache.clear()
+        hit = cache[key] = (sub, _sub_validator(sub, root).is_valid(value))
+    return hit[1]
+
+
+def _frozen(v: Any) -> Any:
+    """A hashable stand-in for JSON-like data; equal only for the same values of the same types."""
+    if isinstance(v, dict):
+        return (dict, tuple((k, _frozen(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return (list, tuple(_frozen(x) for x in v))
+    return (type(v), v)
 
 
 def _sub_validator(sub: dict, root: dict):

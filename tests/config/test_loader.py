@@ -289,3 +289,317 @@ def test_a_locator_without_lines_says_line_1():
     loc = Locator("gw.yaml")
     assert loc.problem(("apis", "x"), "boom") == "gw.yaml:1: apis.x: boom"
     assert loc.problem((), "empty") == "gw.yaml:1: empty"
+
+
+# ---------------------------------------------------------------- YAML parsing: fast path (libyaml) == ruamel
+
+from proxy.config import loader as _loader  # noqa: E402
+
+needs_libyaml = pytest.mark.skipif(_loader._CParser is None, reason="PyYAML's libyaml binding is not installed")
+
+MOCK_BODY = """\
+apis:
+  shop:
+    type: rest
+    stages:
+      prod: {}
+    routes:
+      - route: GET /pets/{id}
+        integration:
+          type: mock
+          body:
+"""
+
+
+@pytest.fixture(params=["fast", "ruamel"])
+def yaml_path(request, monkeypatch):
+    """Run the test through the libyaml fast path and through ruamel alone (no PyYAML)."""
+    if request.param == "fast" and _loader._CParser is None:
+        pytest.skip("PyYAML's libyaml binding is not installed")
+    if request.param == "ruamel":
+        monkeypatch.setattr(_loader, "_CParser", None)
+    return request.param
+
+
+def _body(cfg):
+    return cfg["apis"]["shop"]["routes"][0]["integration"]["body"]
+
+
+def _parse_both(text):
+    """(fast path result, ruamel result): (data, {path: line}, problems) each."""
+    fast = _loader._parse_fast(text)
+    assert fast is not None, "the fast path gave up on this text"
+    return fast, _loader._parse_ruamel(text, "t.yaml")
+
+
+def test_scalars_follow_yaml_1_2_as_before(yaml_path):
+    body = """\
+            yes: yes
+            no: no
+            on: on
+            off: off
+            y: y
+            t1: true
+            t2: True
+            t3: TRUE
+            f1: false
+            f2: False
+            t4: tRue
+            oct: 0o17
+            lead0: 017
+            hex: 0x1F
+            bin: 0b101
+            under: 1_000
+            neg: -5
+            float: 1.5
+            exp: 1e3
+            inf: .inf
+            date: 2024-01-01
+            stamp: 2024-01-01T10:00:00Z
+            sexagesimal: 1:20
+            null1: ~
+            null2: null
+            null3:
+            quoted_true: 'true'
+            quoted_int: "12"
+            words: GET /pets/{id}
+"""
+    cfg, _ = load_config_text(MOCK_BODY + body, "s.yaml")
+    got = _body(cfg)
+    expected = {
+        "yes": "yes", "no": "no", "on": "on", "off": "off", "y": "y",
+        "t1": True, "t2": True, "t3": True, "f1": False, "f2": False, "t4": "tRue",
+        "oct": 15, "lead0": 17, "hex": 31, "bin": 5, "under": 1000, "neg": -5,
+        "float": 1.5, "exp": 1000.0, "inf": float("inf"),
+        "date": "2024-01-01", "stamp": "2024-01-01T10:00:00+00:00", "sexagesimal": "1:20",
+        "null1": None, "null2": None, "null3": None,
+        "quoted_true": "true", "quoted_int": "12", "words": "GET /pets/{id}",
+    }
+    assert got == expected
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        assert type(got[key]) is type(value), key  # plain types only: no ruamel subclasses
+    if yaml_path == "fast":
+        fast, ref = _parse_both(MOCK_BODY + body)
+        assert fast == ref
+
+
+def test_a_yaml_1_1_directive_keeps_yaml_1_1_rules(yaml_path):
+    cfg, _ = load_config_text("%YAML 1.1\n---\n" + MOCK_BODY + "            a: yes\n            b: 017\n")
+    assert _body(cfg) == {"a": True, "b": 15}
+
+
+@needs_libyaml
+def test_the_fast_path_gives_the_same_data_lines_and_problems_as_ruamel():
+    docs = [
+        MINIMAL,
+        (ROOT / "config" / "gateway.example.yaml").read_text(),
+        "# comment\n\n---\napis:\n  a: {x: [1, {y: 2}], z: 'q'}\n  b:\n  - 1\n  -\n    - 2\n  - {c: d}\n",
+        "a: |\n  literal\n   text\n\nb: >-\n  folded\n  text\n\n  para\nc: plain\n  multi line\n",
+        "a: 'it''s'\nb: \"esc \\u263a \\x41 \\n\"\nc: 'multi\n  line'\n",
+        "200: ok\n1.5: x\ntrue: t\n~: n\n2024-01-01: d\n0x10: h\n",
+        "a: &m {x: 1, y: 2}\nb:\n  <<: *m\n  y: 3\nc:\n  <<: [*m, {z: 4}]\nd: [*m, *m]\n",
+        "a: b\r\nc:\r\n  - d\r\n  - e: f\r\n",
+        "",
+        "# nothing\n",
+    ]
+    for text in docs:
+        fast, ref = _parse_both(text)
+        assert fast[0] == ref[0], text
+        assert list(fast[1].items()) == list(ref[1].items()), text
+        assert fast[2] == ref[2], text
+
+
+@needs_libyaml
+@pytest.mark.parametrize("text", [
+    "a: 1\na: 2\n",                    # duplicate key: ruamel words the error
+    "a: [1, 2\n",                      # syntax error
+    "a:\tb\n",                         # a tab ruamel refuses and libyaml takes
+    "%YAML 1.1\n---\na: yes\n",        # YAML 1.1 rules
+    "a: !!str 5\n",                    # tags
+    "&k 5: x\n",                       # anchored scalar
+    "? [a, b]\n: c\n",                 # complex key
+    "a: &x [1, *x]\n",                 # recursive alias
+    "a: " + "[" * 250 + "]" * 250 + "\n",  # deep nesting
+    "a: 1\n...\n...\n",                # document end markers
+    "k: |\n  \n   more\n",             # block scalar ruamel refuses
+    "- <<: &b {c: 1}\n- *b\n",          # a top-level list (ruamel merges {} there)
+])
+def test_the_fast_path_leaves_unusual_text_to_ruamel(text):
+    assert _loader._parse_fast(text) is None
+
+
+def test_duplicate_key_message(yaml_path):
+    with pytest.raises(ConfigError) as info:
+        load_config_text("apis:\n  shop:\n    type: rest\n    type: http\n", "d.yaml")
+    assert str(info.value) == (
+        "d.yaml:4:5: invalid YAML: duplicate key 'type' (while constructing a mapping started at line 3)")
+    with pytest.raises(ConfigError) as info:
+        load_config_text("apis:\n  a: {}\napis: {}\n", "d.yaml")
+    assert str(info.value) == (
+        "d.yaml:3:1: invalid YAML: duplicate key 'apis' (while constructing a mapping started at line 1)")
+
+
+def test_duplicate_key_in_a_value_under_a_bad_key_is_still_reported(yaml_path):
+    # ruamel builds the value of a non-string key too; the fast path must not skip it
+    with pytest.raises(ConfigError) as info:
+        load_config_text("true: {a: 1, a: 2}\n", "d.yaml")
+    assert str(info.value).startswith("d.yaml:1:14: invalid YAML: duplicate key 'a'")
+
+
+def test_lines_of_nested_fields(yaml_path):
+    text = """\
+# a comment first
+
+apis:
+  shop:
+    type: rest
+    stages: {prod: {variables: {a: b}}}
+    routes:
+
+      - route: GET /a
+        integration: {type: http_proxy,
+                      uri: "http://127.0.0.1:1/a"}
+      -
+        route: GET /b
+        integration:
+          type: mock
+          body: {list: [1,
+                        2]}
+"""
+    _, loc = load_config_text(text, "n.yaml")
+    assert loc.line(()) == 3
+    assert loc.line(("apis", "shop", "stages", "prod", "variables", "a")) == 6
+    assert loc.line(("apis", "shop", "routes", 0)) == 9
+    assert loc.line(("apis", "shop", "routes", 0, "integration", "uri")) == 11
+    assert loc.line(("apis", "shop", "routes", 1)) == 13
+    assert loc.line(("apis", "shop", "routes", 1, "route")) == 13
+    assert loc.line(("apis", "shop", "routes", 1, "integration", "body", "list", 1)) == 17
+    if yaml_path == "fast":
+        fast, ref = _parse_both(text)
+        assert fast[1] == ref[1]
+
+
+def test_gc_is_enabled_again_after_loading():
+    import gc
+    assert gc.isenabled()
+    load_config_text(MINIMAL)
+    assert gc.isenabled()
+    with pytest.raises(ConfigError):
+        load_config_text("a: [\n")
+    assert gc.isenabled()
+
+
+def _routes(n: int, bad: int | None = None) -> str:
+    out = [MINIMAL]
+    for i in range(1, n):
+        kind = "htp_proxy" if i == bad else "http_proxy"
+        out.append(f"      - route: GET /r{i}/{{id}}\n"
+                   f"        integration: {{type: {kind}, uri: \"http://127.0.0.1:9001/r{i}/{{id}}\"}}\n")
+    return "".join(out)
+
+
+def test_5000_routes_load_through_the_fast_path(monkeypatch):
+    text = _routes(5000)
+    if _loader._CParser is not None:
+        def no_ruamel(*a, **k):
+            raise AssertionError("fell back to ruamel")
+        monkeypatch.setattr(_loader, "_parse_ruamel", no_ruamel)
+    cfg, loc = load_config_text(text, "big.yaml")
+    routes = cfg["apis"]["shop"]["routes"]
+    assert len(routes) == 5000
+    assert routes[4999]["integration"]["uri"] == "http://127.0.0.1:9001/r4999/{id}"
+    assert loc.line(("apis", "shop", "routes", 4999)) == 11 + 2 * 4998
+    assert loc.line(("apis", "shop", "routes", 4999, "integration", "type")) == 12 + 2 * 4998
+
+
+def test_an_error_deep_in_5000_routes_names_its_line(yaml_path):
+    with pytest.raises(ConfigError) as info:
+        load_config_text(_routes(5000, bad=4321), "big.yaml")
+    assert info.value.problems == [
+        f"big.yaml:{12 + 2 * 4320}: apis.shop.routes[4321].integration.type: expected one of 'http_proxy', "
+        "'http', 'mock', 'aws_proxy', got 'htp_proxy'"]
+
+
+def test_a_duplicate_key_or_syntax_error_deep_in_a_big_file_names_its_line():
+    # these go through ruamel (the fast path leaves errors to it), so 1,000 routes suffice
+    lines = _routes(1000).splitlines(keepends=True)
+    at = 11 + 2 * 800  # the 'route:' line of routes[801]
+    assert lines[at - 1].startswith("      - route: GET /r801/")
+    dup = lines[:at] + ["        route: GET /again\n"] + lines[at:]
+    with pytest.raises(ConfigError) as info:
+        load_config_text("".join(dup), "big.yaml")
+    assert str(info.value) == (
+        f"big.yaml:{at + 1}:9: invalid YAML: duplicate key 'route' "
+        f"(while constructing a mapping started at line {at})")
+    broken = lines[:at] + ["        integration: {type: mock\n"] + lines[at + 1:]
+    with pytest.raises(ConfigError) as info:
+        load_config_text("".join(broken), "big.yaml")
+    assert str(info.value) == (
+        f"big.yaml:{at + 2}:14: invalid YAML: expected ',' or '}}', but got ':' "
+        f"(while parsing a flow mapping started at line {at + 1})")
+
+
+_SCALARS = ["a", "b c", "yes", "on", "true", "False", "tRue", "null", "~", "0", "017", "0o17", "0x1F", "0b11",
+            "1_000", "-1", "+1", "1.5", "-.5", "1e3", ".inf", ".nan", "2024-01-01", "2024-01-01T10:00:00Z", "12:30",
+            "http://h:1/p?q=1&r=2", "GET /pets/{id}", "a#b", "x:y", "-x", "=", "<<", "é", "$default", "500ms", ""]
+_KEYS = ["a", "b", "route", "x y", "200", "1.5", "true", "null", "2024-01-01", "0o7", "é", "$default", "k"]
+
+
+def _yaml_docs():
+    """Hypothesis strategy: YAML texts of nested data, in block and flow style, with tricky scalars."""
+    from hypothesis import strategies as st
+
+    scalar = st.tuples(st.sampled_from(_SCALARS), st.sampled_from(["plain", "'", '"']))
+    tree = st.recursive(
+        scalar,
+        lambda inner: st.one_of(
+            st.tuples(st.just("seq"), st.lists(inner, max_size=3), st.booleans()),
+            st.tuples(st.just("map"), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3), st.booleans()),
+        ),
+        max_leaves=12,
+    )
+
+    def flow(node):
+        if node[0] == "seq":
+            return "[" + ", ".join(flow(x) for x in node[1]) + "]"
+        if node[0] == "map":
+            return "{" + ", ".join(f"{k}: {flow(v)}" for k, v in node[1].items()) + "}"
+        text, style = node
+        if style == "'":
+            return "'" + text.replace("'", "''") + "'"
+        if style == '"':
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return text if text not in ("", "-x") else "''"
+
+    def block(node, indent):
+        pad = " " * indent
+        if node[0] in ("seq", "map") and node[1] and not node[2]:
+            if node[0] == "seq":
+                return "\n" + "".join(f"{pad}-{block(x, indent + 2)}" for x in node[1])
+            return "\n" + "".join(f"{pad}{k}:{block(v, indent + 2)}" for k, v in node[1].items())
+        return " " + flow(node) + "\n"
+
+    return tree.map(lambda node: block(("map", {"top": node}, False), 0))
+
+
+@needs_libyaml
+def test_fast_path_equals_ruamel_on_generated_documents():
+    from hypothesis import given, settings, HealthCheck
+
+    @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(_yaml_docs())
+    def check(text):
+        fast = _loader._parse_fast(text)
+        seen.append(fast is not None)
+        try:
+            ref = _loader._parse_ruamel(text, "t.yaml")
+        except ConfigError:
+            assert fast is None, text  # what ruamel refuses, the fast path must not accept
+            return
+        if fast is not None:
+            assert fast[0] == ref[0] and list(fast[1].items()) == list(ref[1].items()) and fast[2] == ref[2], text
+
+    seen: list[bool] = []
+    check()
+    assert sum(seen) > len(seen) // 2  # most of them did go through the fast path
