@@ -1,6 +1,7 @@
 """Build the gwcore Cython extensions.
 
-One Extension per .pyx (httptools' habit). When Cython or a compiler is missing the
+One Extension per .pyx (httptools' habit), and one per pure-Python-mode module (a .py
+with an augmenting .pxd: gwcore/http1.py). When Cython or a compiler is missing the
 pure-Python twins are used at run time, so the build does not fail hard unless
 GWCORE_REQUIRE_EXT=1 is set. GWCORE_DEBUG=1 adds annotate HTML and line tracing.
 """
@@ -23,7 +24,9 @@ try:
             define_macros=macros,
             extra_compile_args=["-O3"] if not debug else ["-O0", "-g"],
         )
-        for p in sorted(glob.glob("gwcore/*.pyx"))
+        # .pyx modules, and pure-Python-mode modules (a .py with an augmenting .pxd)
+        for p in sorted(glob.glob("gwcore/*.pyx")) + sorted(
+            f for f in glob.glob("gwcore/*.py") if os.path.exists(f[:-3] + ".pxd") and not os.path.exists(f + "x"))
     ]
     directives = {"language_level": 3, "boundscheck": False, "wraparound": False}
     if debug:

@@ -1,7 +1,9 @@
 """gwcore: the native core of gwproxy.
 
 Every native module ``gwcore/<name>.pyx`` has a pure-Python twin ``gwcore/_<name>_py.py``
-with the same behaviour. The compiled one is used unless it is missing or ``GWCORE_PURE=1``
+with the same behaviour. A module written in Cython's pure-Python mode (``<name>.py`` plus
+an augmenting ``<name>.pxd``, like ``http1``) is its own twin: compiled, it is the
+extension; ``_<name>_py.py`` runs the same source uncompiled. The compiled one is used unless it is missing or ``GWCORE_PURE=1``
 is set (aiohttp's AIOHTTP_NO_EXTENSIONS habit). ``IMPLEMENTATIONS`` says which one each
 module uses; ``IMPLEMENTATION`` sums it up ("cython", "python" or "mixed").
 """
@@ -14,7 +16,7 @@ from types import ModuleType
 PURE = os.environ.get("GWCORE_PURE", "") not in ("", "0")
 
 #: native modules gwcore knows about; each has a twin
-MODULES = ("router", "ratelimit", "cachekey")
+MODULES = ("router", "ratelimit", "cachekey", "http1")
 
 IMPLEMENTATIONS: dict[str, str] = {}
 

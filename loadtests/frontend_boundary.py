@@ -4,7 +4,7 @@ front end the gateway can run on, vs nginx returning the same fixed response; sa
 settings, alternating rounds:
 
 - granian (RSGI, uvloop, 1 worker, backlog 2048: the gateway's settings);
-- gwproxy's native front end (proxy/frontend/http1.py: uvloop + httptools, 1 process);
+- gwproxy's native front end (gwcore/http1.py: uvloop + httptools, 1 process);
 - nginx ``return 200``.
 
     python loadtests/frontend_boundary.py [--rounds 3] [--duration 10] [--connections 64]
@@ -42,7 +42,8 @@ Server("loadtests.trivial_rsgi:app", address="127.0.0.1", port={port}, interface
 NATIVE = """
 import asyncio, sys, uvloop
 sys.path.insert(0, {root!r})
-from proxy.frontend.http1 import FrontendServer
+import gwcore
+FrontendServer = gwcore.load("http1").FrontendServer
 from proxy.frontend.supervisor import _listen_socket
 from loadtests.trivial_rsgi import BODY, HEADERS
 

@@ -160,7 +160,7 @@ class GatewayApp:
         await self.serve(proto, req)
 
     async def serve_native(self, ex, peer: str):
-        """The native front end's entry (proxy.frontend.http1.Exchange)."""
+        """The native front end's entry (gwcore.http1.Exchange)."""
         start_ns = _perf_ns()
         client = peer
         headers = ex.headers

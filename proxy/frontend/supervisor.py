@@ -46,7 +46,8 @@ def run_worker(settings, index: int) -> int:
     import uvloop
 
     from ..app import create_app
-    from .http1 import FrontendServer
+    import gwcore
+    FrontendServer = gwcore.load("http1").FrontendServer
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)

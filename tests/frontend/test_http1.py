@@ -1,4 +1,4 @@
-"""The native HTTP/1.1 front end (proxy/frontend/http1.py, supervisor.py), end to end.
+"""The native HTTP/1.1 front end (gwcore/http1.py, proxy/frontend/supervisor.py), end to end.
 
 Every test runs a real `gwproxy serve` (tests.helpers.GatewayProcess) and talks to it over
 raw loopback sockets, so what is asserted is what a client sees on the wire: framing,

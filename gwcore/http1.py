@@ -1,4 +1,8 @@
+# cython: annotation_typing=False
 """The native front end: an HTTP/1.1 server on uvloop with httptools (llhttp) framing.
+
+Compiled by Cython with the C types declared in http1.pxd (pure-Python mode); uncompiled,
+the same file is the pure-Python twin (gwcore/_http1_py.py runs it).
 
 One :class:`Connection` (an asyncio protocol) per client socket; one :class:`Exchange` per
 request, which is what the gateway app sees of the connection: the request body as an
@@ -289,7 +293,7 @@ class Exchange:
         return True
 
 
-class Connection(asyncio.Protocol):
+class Connection:
     """One client connection."""
 
     __slots__ = ("server", "app", "loop", "transport", "parser", "peer", "closed",
@@ -544,7 +548,8 @@ class Connection(asyncio.Protocol):
             self._resume_body()
             self._start(nxt)
         elif self.pending_reject is not None:
-            self._send_reject(*self.pending_reject)
+            status, message = self.pending_reject
+            self._send_reject(status, message)
         else:
             self._resume_reading()
 

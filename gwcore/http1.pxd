@@ -1,0 +1,81 @@
+# Declarations that turn gwcore/http1.py into C types when Cython compiles it (pure-Python
+# mode: the .py stays the source and, uncompiled, the twin). Keep in step with http1.py.
+
+cdef class Exchange:
+    cdef public Connection conn
+    cdef public str method
+    cdef public object path
+    cdef public str query
+    cdef public list headers
+    cdef public str http_version
+    cdef public str host
+    cdef public bint keep_alive
+    cdef public bint expect_continue
+    cdef public object _chunks
+    cdef public Py_ssize_t _buffered
+    cdef public bint _complete
+    cdef public object _waiter
+    cdef public bint started
+    cdef public bint head
+    cdef public int _mode
+    cdef public long long _sent
+    cdef public long long _declared
+    cdef public bint done
+    cdef public int reject
+
+    cpdef _feed(self, object data)
+    cpdef _finish_body(self)
+    cpdef _fail(self)
+    cpdef bint _bodyless(self, int status)
+    cpdef bint _end(self)
+
+
+cdef class Connection:
+    cdef public FrontendServer server
+    cdef public object app
+    cdef public object loop
+    cdef public object transport
+    cdef public object parser
+    cdef public str peer
+    cdef public bint closed
+    cdef public Exchange current
+    cdef public Exchange parsing
+    cdef public object queue
+    cdef public bytes url
+    cdef public Py_ssize_t header_bytes
+    cdef public bint read_paused
+    cdef public bint write_paused
+    cdef public object _drain_waiter
+    cdef public double idle_since
+    cdef public bint in_headers
+    cdef public object task
+    cdef public bint lingering
+    cdef public Py_ssize_t _discard
+    cdef public Py_ssize_t max_header
+    cdef public Py_ssize_t head_bytes
+    cdef public object pending_reject
+
+    cpdef _pause_reading(self)
+    cpdef _resume_reading(self)
+    cpdef _pause_body(self)
+    cpdef _resume_body(self)
+    cpdef _write(self, object data)
+    cpdef bint _keep(self, Exchange ex)
+    cpdef _start(self, Exchange ex)
+    cpdef _answer_plain(self, Exchange ex, int status, str message)
+    cpdef _finished(self, Exchange ex, bint ok)
+    cpdef _linger(self)
+    cpdef _reject(self, int status, str message)
+    cpdef _send_reject(self, int status, str message)
+
+
+cdef class FrontendServer:
+    cdef public object app
+    cdef public object loop
+    cdef public Py_ssize_t max_header_bytes
+    cdef public double keepalive_timeout
+    cdef public double header_timeout
+    cdef public set connections
+    cdef public bint draining
+    cdef public object server
+    cdef public object _sweeper
