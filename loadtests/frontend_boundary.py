@@ -105,20 +105,15 @@ def main(argv=None) -> int:
               f"{statistics.median(x['p99_ms'] for x in rs):.2f} |")
     if a.idle:
         from loadtests.scaling import _idle_one
-        g, gport = start_trivial(tmp, {"backpressure": a.idle + 1024})
-        try:
-            res = asyncio.run(_idle_one(gport, "/", a.idle, g.pid, 1.0))
-        finally:
-            g.stop()
-        print(f"trivial granian app with {a.idle} idle connections: {res['still_open']} held, RSS "
-              f"{res['rss_before_mb']} -> {res['rss_mb']} MB ({res['kb_per_conn']} KB/conn)")
-        g, gport = start_native(tmp)
-        try:
-            res = asyncio.run(_idle_one(gport, "/", a.idle, g.pid, 1.0))
-        finally:
-            g.stop()
-        print(f"trivial native front end with {a.idle} idle connections: {res['still_open']} held, RSS "
-              f"{res['rss_before_mb']} -> {res['rss_mb']} MB ({res['kb_per_conn']} KB/conn)")
+        for who, start in (("trivial granian app", lambda: start_trivial(tmp, {"backpressure": a.idle + 1024})),
+                           ("trivial native front end", lambda: start_native(tmp))):
+            g, gport = start()
+            try:
+                res = asyncio.run(_idle_one(gport, "/", a.idle, g.pid, 1.0))
+            finally:
+                g.stop()
+            print(f"{who} with {a.idle} idle connections: {res['still_open']} held, RSS "
+                  f"{res['rss_before_mb']} -> {res['rss_mb']} MB ({res['kb_per_conn']} KB/conn)")
     return 0
 
 

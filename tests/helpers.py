@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -135,3 +136,26 @@ def _with_admin(text: str, port: int) -> str:
     if "\nserver:\n" in "\n" + text:
         return text.replace("server:\n", "server:\n" + line, 1)
     return f"server:\n{line}" + text
+
+
+class ThreadedServer:
+    """A socketserver run in a daemon thread, as a context manager (test backends).
+
+    Subclasses set ``self.server`` (a socketserver with ``daemon_threads``) before calling
+    ``ThreadedServer.__init__``."""
+
+    def __init__(self):
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.helpers import ThreadedServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -158,25 +159,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any
 
 
-class UpstreamServer:
+class UpstreamServer(ThreadedServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.server = ThreadingHTTPServer((host, port), _Handler)
-        self.server.daemon_threads = True
         self.server.received = []
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+        super().__init__()
 
     @property
     def received(self) -> list:
         return self.server.received
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 
-from tests.helpers import GatewayProcess
+from tests.helpers import GatewayProcess, ThreadedServer
 from tests.upstream import UpstreamServer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -55,23 +55,10 @@ class _ScriptHandler(socketserver.BaseRequestHandler):
             s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(ThreadedServer):
     def __init__(self):
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _ScriptHandler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
 
 # -- a raw HTTP/1.1 client ------------------------------------------------------------------
