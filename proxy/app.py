@@ -194,7 +194,7 @@ class GatewayApp:
                 return gateway_response(413, "Request Entity Too Large")
         api, stage, rest = self.gw.resolve(req.host, req.path)
         if stage is None:
-            return self._not_found(api)
+            return self._not_found(api, req)
         req.api = stage.api
         req.stage = stage
         # granian hands over the already percent-decoded path (RSGI has no raw path), and the
@@ -204,15 +204,18 @@ class GatewayApp:
             rest = rest.replace("%", "%25")
         status, route, params = stage.router.match(req.method, rest)
         if status != MATCH:
-            if status == BAD_PATH:
+            if status == BAD_PATH and (api.gate is None or api.gate(req.client_ip)):
                 return gateway_response(400, "Bad Request")
-            return self._not_found(api)
+            return self._not_found(api, req)
         req.route = route
         req.path_params = params
         return await route.handler(req)
 
     @staticmethod
-    def _not_found(api):
+    def _not_found(api, req):
+        if api is not None and api.gate is not None and not api.gate(req.client_ip):
+            # a client the API refuses gets the same answer for every path
+            return gateway_response(403, "Forbidden")
         if api is not None and api.type == "http":
             return gateway_response(404, "Not Found")
         return gateway_response(403, "Missing Authentication Token")

@@ -76,7 +76,7 @@ class CompiledStage:
 
 class CompiledApi:
     __slots__ = ("name", "type", "cfg", "host", "base_path", "stages", "default_stage",
-                 "not_found", "bad_path")
+                 "not_found", "bad_path", "gate")
 
     def __init__(self, name: str, cfg: dict):
         self.name = name
@@ -86,6 +86,8 @@ class CompiledApi:
         self.base_path = (cfg.get("base_path") or "").rstrip("/")
         self.stages: dict[str, CompiledStage] = {}
         self.default_stage: CompiledStage | None = None
+        from .policy import api_gate
+        self.gate = api_gate(cfg)   # API-wide source lists, asked before a "no such route"
 
 
 @dataclass

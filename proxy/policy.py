@@ -28,7 +28,7 @@ import ipaddress
 
 from .context import gateway_response
 
-__all__ = ["check", "build_stage", "NetworkSet", "route_rules"]
+__all__ = ["check", "build_stage", "api_gate", "NetworkSet", "route_rules"]
 
 #: verdicts cached per stage; cleared whole when full (addresses seen in a burst are few)
 _CACHE_MAX = 4096
@@ -126,27 +126,45 @@ def build_stage(rb):
     rules = route_rules(rb.api, rb.route)
     if not rules:
         return None
+    allowed = _verdicts(rules)
+
+    async def resource_policy(req, nxt):
+        if allowed(req.client_ip):
+            return await nxt(req)
+        return gateway_response(403, "Forbidden")
+
+    resource_policy.rules = tuple(rules)  # for tests and the admin summary
+    return resource_policy
+
+
+def api_gate(api: dict):
+    """``allowed(client_ip)`` from the API-wide lists (private endpoint, API policy), or None
+    when there are none. The app asks it before answering a path that matched no route, so
+    a client the API refuses learns nothing about which routes exist (403 for every path,
+    not 403/404 by route)."""
+    rules = route_rules(api, {})
+    return _verdicts(rules) if rules else None
+
+
+def _verdicts(rules: list) -> "callable":
+    """``allowed(ip)`` over ``rules``, with a small per-address verdict cache."""
     rules = tuple(rules)
     cache: dict[str, bool] = {}
 
-    def allowed(ip: str) -> bool:
+    def decide(ip: str) -> bool:
         addr = parse_client(ip)
         for r in rules:
             if not r.permits(addr):
                 return False
         return True
 
-    async def resource_policy(req, nxt):
-        ip = req.client_ip
+    def allowed(ip: str) -> bool:
         ok = cache.get(ip)
         if ok is None:
-            ok = allowed(ip)
+            ok = decide(ip)
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[ip] = ok
-        if ok:
-            return await nxt(req)
-        return gateway_response(403, "Forbidden")
+        return ok
 
-    resource_policy.rules = rules  # for tests and the admin summary
-    return resource_policy
+    return allowed

@@ -173,3 +173,15 @@ def test_api_and_route_policy_on_a_regional_api(gw):
     assert call(gw, "/pub/lan-only", "127.0.0.1") == FORBIDDEN        # route allow list
     status, body = call(gw, "/pub/lan-only", "127.0.0.66")
     assert (status, json.loads(body)) == (403, {"message": "Forbidden"})
+
+
+def test_refused_client_learns_nothing_about_which_routes_exist(gw):
+    # existing route, unknown path, wrong method, unknown stage, bad path: all the same 403
+    for path in ("/prod/hello", "/prod/no-such-route", "/prod/hello/extra", "/nostage/hello",
+                 "/prod/a/..%2fadmin"):
+        assert call(gw, path, "127.0.0.3") == FORBIDDEN, path
+    assert call(gw, "/pub/nothing-here", "127.0.0.66") == FORBIDDEN
+    # allowed clients still get the API type's own answers for what does not exist
+    assert call(gw, "/prod/no-such-route", "127.0.0.1") == (403, b'{"message":"Missing Authentication Token"}')
+    assert call(gw, "/prod/a/..%2fadmin", "127.0.0.1")[0] == 400
+    assert call(gw, "/pub/nothing-here", "127.0.0.3") == (404, b'{"message":"Not Found"}')
