@@ -4,7 +4,12 @@ no less than 0.8x the requests/s of nginx proxying a static backend in the same 
 
     python loadtests/compare.py --scenarios function_inline,function_inline_async,function_process
 
-- ``function_inline``: a plain (sync) Lambda handler in the gateway process (thread pool).
+- ``function_inline``: a plain (sync) Lambda handler in the gateway process, default
+  ``inline_sync: auto`` (on threads for its first calls, then called on the event loop:
+  what the measured rounds see).
+- ``function_inline_thread``: the same with ``inline_sync: thread`` (a thread-pool hop per
+  call: the runtime's behaviour before ``inline_sync``).
+- ``function_inline_loop``: the same with ``inline_sync: loop`` (on the loop from the start).
 - ``function_inline_async``: the same handler as ``async def`` (awaited on the loop).
 - ``function_process``: the sync handler in the warm worker-process pool.
 
@@ -23,6 +28,10 @@ def scenarios(backend: int, root) -> list[dict]:
     functions = f"""functions:
   bench_inline: {{handler: bench_handler.handler, code: "{code}", runtime: inline, concurrency: 16,
                  queue_wait: 10s}}
+  bench_inline_thread: {{handler: bench_handler.handler, code: "{code}", runtime: inline, concurrency: 16,
+                        queue_wait: 10s, inline_sync: thread}}
+  bench_inline_loop: {{handler: bench_handler.handler, code: "{code}", runtime: inline, concurrency: 16,
+                      queue_wait: 10s, inline_sync: loop}}
   bench_inline_async: {{handler: bench_handler.async_handler, code: "{code}", runtime: inline,
                        concurrency: 256, queue_wait: 10s}}
   bench_process: {{handler: bench_handler.handler, code: "{code}", runtime: process, concurrency: 8,
@@ -36,6 +45,12 @@ def scenarios(backend: int, root) -> list[dict]:
     return [
         {"key": "function_inline", "name": "function, inline (sync handler)",
          "gw_routes": route("bench_inline"), "gw_path": "/b/pets/1", "nginx_path": "/pets/1",
+         "extra_config": functions},
+        {"key": "function_inline_thread", "name": "function, inline (sync handler, inline_sync: thread)",
+         "gw_routes": route("bench_inline_thread"), "gw_path": "/b/pets/1", "nginx_path": "/pets/1",
+         "extra_config": functions},
+        {"key": "function_inline_loop", "name": "function, inline (sync handler, inline_sync: loop)",
+         "gw_routes": route("bench_inline_loop"), "gw_path": "/b/pets/1", "nginx_path": "/pets/1",
          "extra_config": functions},
         {"key": "function_inline_async", "name": "function, inline (async handler)",
          "gw_routes": route("bench_inline_async"), "gw_path": "/b/pets/1", "nginx_path": "/pets/1",

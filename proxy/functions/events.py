@@ -21,9 +21,20 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TEXT_SUFFIXES = ("json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv", "html", "plain")
 
 
+_last_time = (-1, "")     # (whole second, its request_time): requests come many per second
+
+
 def request_time(t: float) -> str:
+    global _last_time
+    sec = int(t) if t >= 0 else None
+    last = _last_time
+    if sec == last[0]:
+        return last[1]
     g = time.gmtime(t)
-    return f"{g.tm_mday:02d}/{_MONTHS[g.tm_mon - 1]}/{g.tm_year}:{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} +0000"
+    text = f"{g.tm_mday:02d}/{_MONTHS[g.tm_mon - 1]}/{g.tm_year}:{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} +0000"
+    if sec is not None:
+        _last_time = (sec, text)
+    return text
 
 
 def parse_query(qs: str) -> list[tuple[str, str]]:
@@ -77,13 +88,17 @@ def encode_body(body: bytes, ctype: str | None, api_type: str, binary_types) -> 
     return body.decode("utf-8", "replace"), False
 
 
-def _stage_path(req) -> str:
+def _stage_path(req, cut: int | None = None) -> str:
     """The request path without base path and stage prefix (what REST calls ``path``)."""
     p = req.path
-    api = req.api
-    cut = len(getattr(api, "base_path", "") or "") + len(getattr(req.stage, "prefix", "") or "")
+    if cut is None:
+        cut = _cut(req)
     rest = p[cut:] if cut else p
     return rest or "/"
+
+
+def _cut(req) -> int:
+    return len(getattr(req.api, "base_path", "") or "") + len(getattr(req.stage, "prefix", "") or "")
 
 
 def _api_id(req) -> str:
@@ -91,13 +106,46 @@ def _api_id(req) -> str:
     return str(cfg.get("id") or getattr(req.api, "name", "api"))
 
 
-def _domain(req, api_id: str) -> tuple[str, str]:
-    host = (req.host or "").split(":", 1)[0] or req.header("host", "") or "localhost"
+_DOMAINS: dict = {}     # Host -> (domainName, domainPrefix); bounded
+_DOMAINS_MAX = 256
+
+
+def _domain(req, api_id: str = "") -> tuple[str, str]:
+    h = req.host
+    if h:
+        got = _DOMAINS.get(h)
+        if got is not None:
+            return got
+    host = (h or "").split(":", 1)[0] or req.header("host", "") or "localhost"
     host = host.split(":", 1)[0]
-    return host, host.split(".", 1)[0]
+    got = host, host.split(".", 1)[0]
+    if h and h.split(":", 1)[0]:     # decided by req.host alone: cacheable
+        if len(_DOMAINS) >= _DOMAINS_MAX:
+            _DOMAINS.clear()
+        _DOMAINS[h] = got
+    return got
 
 
-def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict) -> dict:
+class RouteConsts:
+    """What a route's events share, decided once when the route is built (the per-request
+    builders below take it, or work it out from the request when not given)."""
+
+    __slots__ = ("api_type", "api_id", "cut")
+
+    def __init__(self, api_type: str, api_id: str, cut: int):
+        self.api_type = api_type
+        self.api_id = api_id
+        self.cut = cut
+
+    @classmethod
+    def of(cls, req) -> "RouteConsts":
+        return cls(getattr(req.api, "type", "rest"), _api_id(req), _cut(req))
+
+
+def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict,
+             consts: RouteConsts | None = None) -> dict:
+    if consts is None:
+        consts = RouteConsts.of(req)
     headers: dict = {}
     mv_headers: dict = {}
     for k, v in req.headers:
@@ -116,16 +164,22 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict) ->
             for k, v in pairs:
                 qp[k] = v
                 mvq.setdefault(k, []).append(v)
-    api_type = getattr(req.api, "type", "rest")
-    text, b64 = encode_body(body, req.header("content-type"), api_type, binary_types)
-    api_id = _api_id(req)
-    domain, prefix = _domain(req, api_id)
-    stage_name = req.stage.name if req.stage is not None else "$default"
+    api_type = consts.api_type
+    if body:
+        ct = mv_headers.get("content-type")
+        text, b64 = encode_body(body, ct[0] if ct else None, api_type, binary_types)
+    else:
+        text, b64 = None, False
+    api_id = consts.api_id
+    domain, prefix = _domain(req)
+    stage = req.stage
+    method = req.method
     t = req.start_time
+    ua = mv_headers.get("user-agent")
     ev = {
         "resource": resource,
-        "path": _stage_path(req),
-        "httpMethod": req.method,
+        "path": _stage_path(req, consts.cut),
+        "httpMethod": method,
         "headers": headers or None,
         "multiValueHeaders": mv_headers or None,
         "queryStringParameters": qp,
@@ -138,13 +192,13 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict) ->
             "domainName": domain,
             "domainPrefix": prefix,
             "extendedRequestId": req.request_id,
-            "httpMethod": req.method,
+            "httpMethod": method,
             "identity": {
                 "accessKey": None, "accountId": None, "caller": None,
                 "cognitoAuthenticationProvider": None, "cognitoAuthenticationType": None,
                 "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
                 "principalOrgId": None, "sourceIp": req.client_ip, "user": None,
-                "userAgent": req.header("user-agent"), "userArn": None,
+                "userAgent": ua[0] if ua else None, "userArn": None,
                 "clientCert": None, "apiKey": req.api_key, "apiKeyId": None,
             },
             "path": req.path,
@@ -154,7 +208,7 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict) ->
             "requestTimeEpoch": int(t * 1000),
             "resourceId": None,
             "resourcePath": resource,
-            "stage": stage_name,
+            "stage": stage.name if stage is not None else "$default",
         },
         "body": text,
         "isBase64Encoded": b64,
@@ -166,7 +220,9 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict) ->
     return ev
 
 
-def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict) -> dict:
+def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict,
+             consts: RouteConsts | None = None) -> dict:
+    api_id = consts.api_id if consts is not None else _api_id(req)
     headers: dict = {}
     cookies = None
     for k, v in req.headers:
@@ -177,25 +233,32 @@ def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict) -
             continue
         prev = headers.get(k)
         headers[k] = v if prev is None else prev + "," + v
-    api_id = _api_id(req)
-    domain, prefix = _domain(req, api_id)
+    domain, prefix = _domain(req)
     t = req.start_time
+    query = req.query
+    path = req.path
     ev = {
         "version": "2.0",
         "routeKey": route_key,
-        "rawPath": req.path,
-        "rawQueryString": req.query or "",
+        "rawPath": path,
+        "rawQueryString": query or "",
     }
     if cookies:
         ev["cookies"] = cookies
     ev["headers"] = headers
-    if req.query:
+    if query:
         qp: dict = {}
-        for k, v in parse_query(req.query):
+        for k, v in parse_query(query):
             prev = qp.get(k)
             qp[k] = v if prev is None else prev + "," + v
         if qp:
             ev["queryStringParameters"] = qp
+    # the first value of a header (what req.header() gives) is the joined one unless it
+    # has a comma
+    ua = headers.get("user-agent", "")
+    if "," in ua:
+        ua = req.header("user-agent", "")
+    stage = req.stage
     ctx = {
         "accountId": ACCOUNT_ID,
         "apiId": api_id,
@@ -203,23 +266,29 @@ def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict) -
         "domainPrefix": prefix,
         "http": {
             "method": req.method,
-            "path": req.path,
+            "path": path,
             "protocol": "HTTP/" + (req.http_version or "1.1"),
             "sourceIp": req.client_ip,
-            "userAgent": req.header("user-agent", ""),
+            "userAgent": ua,
         },
         "requestId": req.request_id,
         "routeKey": route_key,
-        "stage": req.stage.name if req.stage is not None else "$default",
+        "stage": stage.name if stage is not None else "$default",
         "time": request_time(t),
         "timeEpoch": int(t * 1000),
     }
     if req.auth_context is not None:
         ctx["authorizer"] = req.auth_context
     ev["requestContext"] = ctx
-    text, b64 = encode_body(body, req.header("content-type"), "http", binary_types)
-    if text is not None:
-        ev["body"] = text
+    if body:
+        ct = headers.get("content-type")
+        if ct is not None and "," in ct:
+            ct = req.header("content-type")
+        text, b64 = encode_body(body, ct, "http", binary_types)
+        if text is not None:
+            ev["body"] = text
+    else:
+        b64 = False
     if req.path_params:
         ev["pathParameters"] = dict(req.path_params)
     ev["isBase64Encoded"] = b64

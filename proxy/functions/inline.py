@@ -4,20 +4,41 @@ It is the fastest runtime (no process hop, no JSON round trip: the event dict go
 to the handler and the returned dict straight to the response) and what it trades away
 for that is isolation:
 
-- ``async def`` handlers are awaited on the gateway's event loop. They must not block: a
-  blocking call in one stalls every request of that gateway worker. A timeout cancels them.
-- plain (sync) handlers run in a thread pool of ``concurrency`` threads, so the event loop
-  stays responsive while they run; but Python threads share one GIL, so CPU-heavy
-  handlers still slow the gateway down, and a thread cannot be killed: on timeout the
-  client gets the function error at once, while the handler keeps its thread (and its
-  concurrency slot) until it returns by itself.
+- ``async def`` handlers are awaited on the gateway's event loop, inside the request's own
+  task (no task of their own, no extra loop turn). They must not block: a blocking call in
+  one stalls every request of that gateway worker. At the timeout they are cancelled and
+  the client gets the timeout error; a handler that swallows the cancellation keeps its
+  request waiting until it returns.
+- plain (sync) handlers run as ``inline_sync`` says:
+
+  - ``thread``: in a pool of ``concurrency`` threads, so the event loop stays responsive
+    while they run; but every call pays a thread hop (two thread wake-ups and GIL hand-overs,
+    tens of microseconds), Python threads share one GIL (CPU-heavy handlers still slow
+    the gateway down), and a thread cannot be killed: on timeout the client gets the
+    function error at once, while the handler keeps its thread (and its concurrency slot)
+    until it returns by itself.
+  - ``loop``: called directly on the event loop, no hop. While it runs nothing else in
+    that gateway worker does (the handler's run time is added to the latency of every
+    request in flight there), and a timeout cannot interrupt it: if it returns after its
+    timeout the client gets the timeout error (and the gateway logs a warning). Inside it
+    looks like Lambda's main thread: no running loop, and ``asyncio.get_event_loop()``
+    returns a private loop of the function that the handler may run
+    (``run_until_complete``, as Mangum does).
+  - ``auto`` (the default): starts on threads and measures each call in its thread; after
+    ``AUTO_PROMOTE_AFTER`` consecutive calls under ``AUTO_PROMOTE_BOUND`` it moves the
+    function to the loop; one call on the loop over ``AUTO_DEMOTE_BOUND`` moves it back to
+    threads for good (a warning is logged). The price: that one slow call (say, a cold
+    cache or a network call a fast handler makes once in a while) blocks the loop once.
+
 - there is no memory limit and no crash isolation: a handler that leaks, calls
   ``os._exit`` or segfaults takes the gateway worker with it. ``environment`` variables are
   set in the gateway process (shared by every inline function) when the function is first
   loaded; module-level state is shared by all invocations, as in a warm Lambda container.
 - a handler's ``print``/``sys.stdout``/``sys.stderr`` output is captured per invocation
   (through a context variable); output written straight to file descriptors 1/2 by C code
-  or child processes goes to the gateway's own stdout/stderr.
+  or child processes goes to the gateway's own stdout/stderr. Sync handlers run in a copy
+  of the request's context; async handlers in the request's context itself (context
+  variables they set stay visible to the rest of that request, never to other requests).
 
 Use ``inline`` for trusted, short handlers; ``process`` for everything else.
 """
@@ -29,19 +50,46 @@ import importlib
 import importlib.util
 import inspect
 import io
+import logging
 import os
+import queue
 import resource
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result, init_error_result,
-                         timeout_message)
+import orjson
+
+from .invocation import FunctionLog, Limiter, Result, error_result, init_error_result, timeout_message
 from .spec import INIT_TIMEOUT
 from .spec import FunctionSpec, log_stream_name
 from .worker import (CognitoIdentity, LambdaContext, _InitError, error_document, import_handler_module,
                      make_client_context)
+
+log = logging.getLogger("gwproxy")
+
+#: ``inline_sync: auto``: a sync handler moves from its thread pool to the event loop after
+#: this many consecutive calls, each of which took less than AUTO_PROMOTE_BOUND seconds
+#: (wall time, measured in the thread around the handler call; a slower call restarts the
+#: count). 50 calls are enough to see past a first call's lazy set-up, and 1 ms of loop
+#: time per call is less than what a thread hop plus the GIL hand-over costs under load.
+AUTO_PROMOTE_AFTER = 50
+AUTO_PROMOTE_BOUND = 0.001
+#: ...and back to the thread pool, for good, after one call on the loop that took longer
+#: than this (the loop was blocked that long once; it will not be again)
+AUTO_DEMOTE_BOUND = 0.005
+#: REPORT's "Max Memory Used" (the gateway process's peak RSS) is sampled with
+#: getrusage at most this often (seconds), not per invocation
+RUSAGE_INTERVAL = 0.005
+
+_perf = time.perf_counter
+_time = time.time
+_copy_context = contextvars.copy_context
+_get_running_loop = asyncio.get_running_loop
+_current_task = asyncio.current_task
+_CancelledError = asyncio.CancelledError
+_aio_events = asyncio.events
+_BaseDefaultPolicy = asyncio.events.BaseDefaultEventLoopPolicy
 
 _capture: contextvars.ContextVar = contextvars.ContextVar("gwproxy_fn_output", default=None)
 _install_lock = threading.Lock()
@@ -93,8 +141,20 @@ def _thread_loop() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-def _max_rss_mb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+_rss_at = -1.0
+_rss_mb = 0
+
+
+def _max_rss_mb(now: float | None = None) -> int:
+    """The process's peak RSS in MB, sampled at most every RUSAGE_INTERVAL seconds
+    (``now``: a perf_counter() reading the caller already has)."""
+    global _rss_at, _rss_mb
+    if now is None:
+        now = _perf()
+    if now - _rss_at >= RUSAGE_INTERVAL or now < _rss_at:
+        _rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        _rss_at = now
+    return _rss_mb
 
 
 def import_handler(spec: FunctionSpec):
@@ -138,6 +198,187 @@ def _module_file(code: str, modname: str) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- sync handlers
+
+class _Job:
+    """One sync handler call handed to a thread. ``done`` runs on the event loop when the
+    thread is through: it wakes the waiting invocation or, when that one has already given
+    up (timeout), calls ``late``."""
+
+    __slots__ = ("loop", "waiter", "cctx", "fn", "event", "ctx", "value", "exc", "elapsed",
+                 "finished", "late")
+
+    def __init__(self, loop, waiter, cctx, fn, event, ctx):
+        self.loop = loop
+        self.waiter = waiter
+        self.cctx = cctx
+        self.fn = fn
+        self.event = event
+        self.ctx = ctx
+        self.value = None
+        self.exc = None
+        self.elapsed = 0.0
+        self.finished = False
+        self.late = None
+
+    def execute(self) -> None:
+        """In the handler thread."""
+        t0 = _perf()
+        try:
+            self.value = self.cctx.run(self.fn, self.event, self.ctx)
+        except BaseException as e:  # noqa: BLE001 - handed to the invocation as is
+            self.exc = e     # its traceback: this frame, then the handler's (error_document skips one)
+        self.elapsed = _perf() - t0
+        self.event = self.ctx = self.cctx = None
+        try:
+            self.loop.call_soon_threadsafe(self.done)
+        except RuntimeError:
+            pass     # the loop is closed: nobody is waiting any more
+
+    def done(self) -> None:
+        """On the event loop."""
+        self.finished = True
+        w = self.waiter
+        if not w.done():
+            w.set_result(None)
+        elif self.late is not None:
+            self.late(self)
+
+
+def _wake(fut) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Threads:
+    """A function's handler threads: at most ``n``, started when needed, each with its own
+    event loop. Leaner than a ThreadPoolExecutor (no concurrent Future, no wrap_future):
+    the thread calls back into the event loop itself."""
+
+    def __init__(self, n: int, prefix: str):
+        self.n = n
+        self.prefix = prefix
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.idle = 0        # threads waiting for a job
+        self.pending = 0     # jobs not taken yet
+        self.closed = False
+
+    def submit(self, job: _Job) -> None:
+        with self.lock:
+            self.pending += 1
+            spawn = self.pending > self.idle and len(self.threads) < self.n
+        self.q.put(job)
+        if spawn:
+            t = threading.Thread(target=self._work, name=f"{self.prefix}_{len(self.threads)}", daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _work(self) -> None:
+        _thread_loop()
+        q = self.q
+        lock = self.lock
+        while True:
+            with lock:
+                self.idle += 1
+            job = q.get()
+            with lock:
+                self.idle -= 1
+                self.pending -= 1
+            if job is None:
+                return
+            job.execute()
+            job = None
+
+    def close(self) -> None:
+        """Jobs not started yet fail; running ones finish in their (daemon) threads."""
+        self.closed = True
+        while True:
+            try:
+                job = self.q.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.exc = RuntimeError("the function was shut down")
+                job.finished = True
+                try:
+                    job.loop.call_soon_threadsafe(job.done)
+                except RuntimeError:
+                    pass
+        for _ in self.threads:
+            self.q.put(None)
+
+
+class _LambdaThread:
+    """Makes the gateway's event-loop thread look like Lambda's main thread for the length
+    of a sync handler call (``inline_sync: loop``): no running loop, and
+    ``asyncio.get_event_loop()`` returns the function's private loop. ``enter`` returns
+    what ``leave`` puts back."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self):
+        self.loop = None
+
+    def private(self):
+        lp = self.loop
+        if lp is None or lp.is_closed():
+            lp = self.loop = asyncio.new_event_loop()
+        return lp
+
+    def enter(self):
+        running = _aio_events._get_running_loop()
+        _aio_events._set_running_loop(None)
+        lp = self.loop
+        if lp is None or lp.is_closed():
+            lp = self.private()
+        policy = _aio_events._event_loop_policy
+        if policy is None:
+            policy = _aio_events.get_event_loop_policy()
+        local = getattr(policy, "_local", None) if isinstance(policy, _BaseDefaultPolicy) else None
+        if local is not None:
+            prev = local._loop          # what set_event_loop() sets, without its side work
+            local._loop = lp
+            return running, local, prev
+        asyncio.set_event_loop(lp)
+        return running, None, None
+
+    @staticmethod
+    def leave(saved) -> None:
+        running, local, prev = saved
+        if local is not None:
+            local._loop = prev
+        else:
+            asyncio.set_event_loop(running)
+        _aio_events._set_running_loop(running)
+
+    def close(self) -> None:
+        lp = self.loop
+        self.loop = None
+        if lp is not None and not lp.is_running() and not lp.is_closed():
+            lp.close()
+
+
+class _Deadline:
+    """An async handler's timeout: cancels the request's task (which is awaiting the
+    handler) when it fires."""
+
+    __slots__ = ("task", "fired")
+
+    def __init__(self, task):
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+_ASYNC, _THREAD, _LOOP = 0, 1, 2
+_TIMEDOUT = object()
+
+
 class InlineRuntime:
     def __init__(self, spec: FunctionSpec, log: FunctionLog, concurrency: int):
         self.spec = spec
@@ -147,9 +388,28 @@ class InlineRuntime:
         self._is_async = False
         self._init_error: dict | None = None
         self._init_lock: asyncio.Lock | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: _Threads | None = None
+        self._lambda_thread = _LambdaThread()
         self._concurrency = concurrency
         self._stream = log_stream_name(spec.name)
+        self._setting = spec.inline_sync if spec.inline_sync in ("thread", "loop") else "auto"
+        self._mode = _LOOP if self._setting == "loop" else _THREAD   # _ASYNC once loaded, for async handlers
+        self._probing = False          # auto, on threads: counting fast calls
+        self._auto = False             # auto, on the loop: a slow call demotes
+        self._streak = 0
+        # per-invocation constants
+        self._name = spec.name
+        self._memory_mb = spec.memory_mb
+        self._arn = spec.arn
+        self._timeout = spec.timeout
+
+    @property
+    def mode(self) -> str:
+        """How the handler runs now: "async", "thread" or "loop" (before the first call:
+        how a sync handler will start)."""
+        if self._is_async:
+            return "async"
+        return "loop" if self._mode == _LOOP else "thread"
 
     async def _ensure_loaded(self) -> float | None:
         """Load the handler on first use; returns the init duration (ms) on that cold start."""
@@ -167,75 +427,194 @@ class InlineRuntime:
             loop = asyncio.get_running_loop()
             try:
                 fn = await asyncio.wait_for(loop.run_in_executor(None, import_handler, self.spec), INIT_TIMEOUT)
-                self._fn = fn
                 self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
                     getattr(fn, "__call__", None))
-                if not self._is_async:
-                    self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"fn-{self.spec.name}",
-                                                    initializer=_thread_loop)
+                if self._is_async:
+                    self._mode = _ASYNC
+                else:
+                    self._threads = _Threads(self._concurrency, f"fn-{self.spec.name}")
+                    if self._setting == "loop":
+                        self._mode = _LOOP
+                    else:
+                        self._mode = _THREAD
+                        self._probing = self._setting == "auto"
+                self._fn = fn
             except _InitError as e:
                 self._init_error = e.doc
             except Exception as e:  # noqa: BLE001
                 self._init_error = error_document(e)
             return (time.perf_counter() - t0) * 1000
 
+    # -- auto ---------------------------------------------------------------------------
+    def _observe_thread_call(self, elapsed: float) -> None:
+        if elapsed < AUTO_PROMOTE_BOUND:
+            self._streak += 1
+            if self._streak >= AUTO_PROMOTE_AFTER and self._probing:
+                self._probing = False
+                self._auto = True
+                self._mode = _LOOP
+                log.info("function %s: its sync handler's last %d calls each took under %.1f ms: "
+                         "calling it on the event loop from now on (inline_sync: auto)",
+                         self._name, self._streak, AUTO_PROMOTE_BOUND * 1000)
+        else:
+            self._streak = 0
+
+    def _demote(self, elapsed: float) -> None:
+        self._auto = False
+        self._mode = _THREAD
+        log.warning("function %s: a call of its sync handler took %.1f ms on the event loop (over "
+                    "%.1f ms): back to threads for good (inline_sync: auto; set inline_sync: thread "
+                    "to never run it on the loop)", self._name, elapsed * 1000, AUTO_DEMOTE_BOUND * 1000)
+
+    def _late_thread_call(self, job: _Job) -> None:
+        """A thread call the invocation stopped waiting for (timeout) has ended."""
+        self.limiter.release()
+        if self._probing:
+            self._observe_thread_call(job.elapsed)
+
+    # -- invoke -------------------------------------------------------------------------
     async def invoke(self, event, request_id: str, client_context=None, identity=None) -> Result:
-        await self.limiter.acquire()     # raises Throttled
+        lim = self.limiter
+        if lim.free > 0 and not lim._waiters:
+            lim.free -= 1
+        else:
+            await lim.acquire()     # raises Throttled
         released = False
         try:
-            init_ms = await self._ensure_loaded()
-            if self._init_error is not None:
-                return init_error_result(self.log, self._init_error, request_id, init_ms, _max_rss_mb())
+            init_ms = None
+            if self._fn is None:
+                init_ms = await self._ensure_loaded()
+                if self._init_error is not None:
+                    return init_error_result(self.log, self._init_error, request_id, init_ms, _max_rss_mb())
             if isinstance(event, (bytes, bytearray, memoryview)):
-                import orjson
                 event = orjson.loads(event)
-            spec = self.spec
-            ctx = LambdaContext(spec.name, spec.memory_mb, request_id, spec.arn,
-                                deadline_ms(spec.timeout), self._stream,
-                                CognitoIdentity(identity), make_client_context(client_context))
+            timeout = self._timeout
+            ctx = LambdaContext(self._name, self._memory_mb, request_id, self._arn,
+                                int((_time() + timeout) * 1000), self._stream,
+                                CognitoIdentity(identity) if identity else CognitoIdentity(),
+                                make_client_context(client_context) if client_context else None)
             buf: list = []
             token = _capture.set(buf)
-            t0 = time.perf_counter()
-            status = None
+            value = exc = None
+            t0 = _perf()
             try:
-                if self._is_async:
-                    task = asyncio.ensure_future(self._fn(event, ctx))
-                    fut = task
+                mode = self._mode
+                if mode == _ASYNC:
+                    value, exc = await self._call_async(event, ctx, timeout)
+                elif mode == _LOOP:
+                    cctx = _copy_context()
+                    lt = self._lambda_thread
+                    saved = lt.enter()
+                    th = _perf()
+                    try:
+                        value = cctx.run(self._fn, event, ctx)
+                    except Exception as e:  # noqa: BLE001 - the handler's failure is the result
+                        exc = e
+                    finally:
+                        elapsed = _perf() - th
+                        lt.leave(saved)
+                    if self._auto and elapsed > AUTO_DEMOTE_BOUND:
+                        self._demote(elapsed)
+                    if elapsed > timeout:
+                        value = _TIMEDOUT
+                        log.warning("function %s: its sync handler ran %.0f ms on the event loop, past its "
+                                    "%.2f s timeout (inline_sync: loop cannot interrupt it); request %s "
+                                    "got the timeout error", self._name, elapsed * 1000, timeout, request_id)
                 else:
-                    cctx = contextvars.copy_context()
-                    fut = asyncio.get_running_loop().run_in_executor(self._pool, cctx.run, self._fn, event, ctx)
-                done, _ = await asyncio.wait((fut,), timeout=spec.timeout)
-                if not done:
-                    status = "timeout"
-                    etype, msg = timeout_message(request_id, spec.timeout)
-                    res = error_result(etype, msg, request_id)
-                    if self._is_async:
-                        fut.cancel()
+                    loop = _get_running_loop()
+                    waiter = loop.create_future()
+                    job = _Job(loop, waiter, _copy_context(), self._fn, event, ctx)
+                    self._threads.submit(job)
+                    h = loop.call_at(loop.time() + timeout, _wake, waiter)
+                    try:
+                        await waiter
+                    except BaseException:
+                        if not job.finished:     # cancelled: the thread keeps its slot until it ends
+                            job.late = self._late_thread_call
+                            released = True
+                        raise
+                    finally:
+                        h.cancel()
+                    if job.finished:
+                        if self._probing:
+                            self._observe_thread_call(job.elapsed)
+                        if job.exc is not None:
+                            exc = job.exc
+                            job.exc = None
+                            if not isinstance(exc, Exception):
+                                raise exc
+                        else:
+                            value = job.value
                     else:
                         # the thread runs on; its slot is released when it really ends
+                        job.late = self._late_thread_call
                         released = True
-                        fut.add_done_callback(lambda f: (f.exception() if not f.cancelled() else None,
-                                                         self.limiter.release()))
-                    buf.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}\n")
-                else:
-                    try:
-                        res = Result(fut.result(), request_id=request_id)
-                    except Exception as e:  # noqa: BLE001 - the handler's failure is the result
-                        doc = error_document(e)
-                        doc["requestId"] = request_id
-                        buf.append(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\n"
-                                   "Traceback (most recent call last):\n" + "\n".join(doc["stackTrace"]) + "\n")
-                        res = Result(doc, error="Unhandled", request_id=request_id)
-                        status = "error"
+                        value = _TIMEDOUT
             finally:
                 _capture.reset(token)
-            dur = (time.perf_counter() - t0) * 1000
-            res.log = self.log.record(request_id, "".join(buf), dur, _max_rss_mb(), init_ms, status)
+            t1 = _perf()
+            status = None
+            if value is _TIMEDOUT:
+                status = "timeout"
+                etype, msg = timeout_message(request_id, timeout)
+                res = error_result(etype, msg, request_id)
+                buf.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}\n")
+            elif exc is not None:
+                doc = error_document(exc)
+                doc["requestId"] = request_id
+                buf.append(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\n"
+                           "Traceback (most recent call last):\n" + "\n".join(doc["stackTrace"]) + "\n")
+                res = Result(doc, error="Unhandled", request_id=request_id)
+                status = "error"
+            else:
+                res = Result(value, request_id=request_id)
+            res.log = self.log.record(request_id, "".join(buf) if buf else "", (t1 - t0) * 1000,
+                                      _max_rss_mb(t1), init_ms, status)
             return res
         finally:
             if not released:
-                self.limiter.release()
+                lim.release()
+
+    async def _call_async(self, event, ctx, timeout: float):
+        """Await the handler in the current task (no task of its own: nothing to schedule
+        when it does not suspend); the timeout cancels the current task, which is told
+        apart from a cancellation from outside as asyncio.timeout() does. Returns
+        (value, exception); value is _TIMEDOUT on timeout."""
+        loop = _get_running_loop()
+        task = _current_task(loop)
+        if task is None:      # not in a task (never from the gateway): a task of its own
+            return await self._call_async_task(event, ctx, timeout)
+        dl = _Deadline(task)
+        h = loop.call_at(loop.time() + timeout, dl)
+        cancelling = task.cancelling()
+        value = exc = None
+        try:
+            value = await self._fn(event, ctx)
+        except _CancelledError:
+            if not dl.fired:
+                raise
+        except Exception as e:  # noqa: BLE001 - the handler's failure is the result
+            exc = e
+        finally:
+            h.cancel()
+        if dl.fired:
+            if task.uncancel() > cancelling:
+                raise _CancelledError()     # cancelled from outside as well
+            return _TIMEDOUT, None
+        return value, exc
+
+    async def _call_async_task(self, event, ctx, timeout: float):
+        fut = asyncio.ensure_future(self._fn(event, ctx))
+        done, _ = await asyncio.wait((fut,), timeout=timeout)
+        if not done:
+            fut.cancel()
+            return _TIMEDOUT, None
+        try:
+            return fut.result(), None
+        except Exception as e:  # noqa: BLE001
+            return None, e
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.close()
+        self._lambda_thread.close()

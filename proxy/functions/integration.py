@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from ..context import gateway_response
-from .events import event_v1, event_v2
+from .events import RouteConsts, event_v1, event_v2
 from .invocation import Throttled, new_request_id
 from .responses import function_error, to_response
 from .spec import INIT_TIMEOUT
@@ -59,16 +59,23 @@ def build_integration(rb):
     itimeout = float(integ.get("timeout") or 29.0)
     # the function always answers within its timeout (+ a cold start): no integration timer needed
     need_timer = itimeout < spec.timeout + INIT_TIMEOUT
+    # this handler serves one API and stage: what the events take from those is worked
+    # out from the first request and kept
+    consts = []
     if fmt == "2.0":
         key = rb.route_key
 
         def make(req, body):
-            return event_v2(req, body, binary, key, stage_vars)
+            if not consts:
+                consts.append(RouteConsts.of(req))
+            return event_v2(req, body, binary, key, stage_vars, consts[0])
     else:
         resource = rb.path if rb.method != "$default" else "/{proxy+}"
 
         def make(req, body):
-            return event_v1(req, body, binary, resource, stage_vars)
+            if not consts:
+                consts.append(RouteConsts.of(req))
+            return event_v1(req, body, binary, resource, stage_vars, consts[0])
 
     throttled = ("Too Many Requests",)
     timeout_msg = "Endpoint request timed out"

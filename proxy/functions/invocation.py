@@ -6,9 +6,9 @@ import asyncio
 import collections
 import math
 import os
+import random
 import sys
 import time
-import uuid
 
 import orjson
 
@@ -76,8 +76,21 @@ def init_error_result(log: "FunctionLog", err: dict, request_id: str, init_ms: f
     return res
 
 
+_rng = random.Random(os.urandom(32))
+_bits = _rng.getrandbits
+if hasattr(os, "register_at_fork"):
+    # gateway workers are forked: each must draw its own ids
+    os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+#: the version (4) and variant (RFC 4122) bits of a UUID4, as uuid.UUID(version=4) sets them
+_V4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string, like str(uuid.uuid4()) but from a seeded
+    generator instead of a getrandom() call per id (4x cheaper)."""
+    h = ((_bits(128) & _V4_KEEP) | _V4_SET).to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def deadline_ms(timeout: float) -> int:
@@ -149,6 +162,21 @@ class FunctionLog:
     def record(self, request_id: str, output: str, duration_ms: float, max_mb: int | None,
                init_ms: float | None = None, status: str | None = None,
                init_output: str = "") -> str:
+        rep = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+               f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+               f"Memory Size: {self.memory_mb} MB\tMax Memory Used: {max_mb or 0} MB\t")
+        if init_ms is not None:
+            rep += f"Init Duration: {init_ms:.2f} ms\t"
+        if status:
+            rep += f"Status: {status}\t"
+        if not output and not init_output and request_id.isprintable():
+            # no output (the common case): the three lines as they are, the prefixed
+            # copy for the gateway's log made directly (same text as _write makes)
+            start = f"START RequestId: {request_id} Version: $LATEST\n"
+            end = f"END RequestId: {request_id}\n"
+            p = self.prefix
+            self._write_text(f"{p}{start}{p}{end}{p}{rep}\n")
+            return f"{start}{end}{rep}\n"
         lines = []
         if init_output:
             lines.append(init_output.rstrip("\n"))
@@ -158,13 +186,6 @@ class FunctionLog:
                 output = "...\n" + output[-MAX_LOG:]
             lines.append(output.rstrip("\n"))
         lines.append(f"END RequestId: {request_id}")
-        rep = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-               f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
-               f"Memory Size: {self.memory_mb} MB\tMax Memory Used: {max_mb or 0} MB\t")
-        if init_ms is not None:
-            rep += f"Init Duration: {init_ms:.2f} ms\t"
-        if status:
-            rep += f"Status: {status}\t"
         lines.append(rep)
         block = "\n".join(lines) + "\n"
         self._write(block)
@@ -172,7 +193,9 @@ class FunctionLog:
 
     def _write(self, block: str) -> None:
         p = self.prefix
-        text = "".join(p + line + "\n" for line in block.splitlines())
+        self._write_text("".join(p + line + "\n" for line in block.splitlines()))
+
+    def _write_text(self, text: str) -> None:
         fd = self.fd if self.fd is not None else 2
         try:
             os.write(fd, text.encode("utf-8", "replace"))

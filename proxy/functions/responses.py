@@ -108,15 +108,39 @@ def _headers_v1(d: dict, strict: bool) -> list:
 def _v1(d, api_type: str) -> Response:
     if not isinstance(d, dict):
         raise Malformed("not an object")
-    if api_type == "rest" and not d.keys() <= _V1_KEYS:
+    rest = api_type == "rest"
+    if rest and not d.keys() <= _V1_KEYS:
         raise Malformed("unknown field")
     if "statusCode" not in d:
         raise Malformed("no statusCode")
-    status = _status(d["statusCode"])
-    b64 = _b64_flag(d)
-    headers = _headers_v1(d, api_type == "rest")
+    status = d["statusCode"]
+    if type(status) is not int or not (100 <= status <= 599):
+        status = _status(status)
+    b64 = d.get("isBase64Encoded", False)
+    if b64 is not False:
+        b64 = _b64_flag(d)
+    if d.get("multiValueHeaders") is None:
+        # headers alone (the common case): one pass, noting Content-Type on the way
+        h = d.get("headers")
+        headers = []
+        has_ct = False
+        if h:
+            if not isinstance(h, dict):
+                raise Malformed("headers")
+            for k, v in h.items():
+                lk = k.lower()
+                if lk in _DROP:
+                    continue
+                if lk == "content-type":
+                    has_ct = True
+                headers.append((k, v if type(v) is str else _hval(v)))
+        elif h is not None and not isinstance(h, dict):
+            raise Malformed("headers")
+    else:
+        headers = _headers_v1(d, rest)
+        has_ct = any(k.lower() == "content-type" for k, _ in headers)
     body = _body(d.get("body"), b64)
-    if api_type == "rest" and not any(k.lower() == "content-type" for k, _ in headers):
+    if rest and not has_ct:
         headers.append(_JSON)
     return Response(status, headers, body)
 

@@ -14,6 +14,8 @@ DEFAULT_QUEUE_WAIT = 1.0
 #: AWS's limit on the init phase of a cold start
 INIT_TIMEOUT = 10.0
 RUNTIMES = ("inline", "process", "runtime-api", "remote")
+#: how the ``inline`` runtime runs a plain (sync) handler (see proxy/functions/inline.py)
+INLINE_SYNC_MODES = ("auto", "thread", "loop")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class FunctionSpec:
     function_name: str = ""         # the remote function's name (default: ours)
     credentials: dict | None = None
     region: str = DEFAULT_REGION
+    inline_sync: str = "auto"       # inline runtime, sync handlers: auto | thread | loop
 
     @property
     def arn(self) -> str:
@@ -101,6 +104,7 @@ def spec_from_config(name: str, fc: dict, base_dir: str) -> FunctionSpec:
         function_name=fc.get("function_name") or name,
         credentials=creds,
         region=region,
+        inline_sync=str(fc.get("inline_sync") or "auto"),
     )
 
 

@@ -32,7 +32,9 @@ class CognitoIdentity:
     __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
 
     def __init__(self, d: dict | None = None):
-        d = d or {}
+        if not d:
+            self.cognito_identity_id = self.cognito_identity_pool_id = None
+            return
         self.cognito_identity_id = d.get("cognitoIdentityId") or d.get("cognito_identity_id")
         self.cognito_identity_pool_id = d.get("cognitoIdentityPoolId") or d.get("cognito_identity_pool_id")
 
