@@ -1,4 +1,7 @@
-"""The RSGI application granian runs in each worker: accept -> match -> route chain -> respond.
+"""The gateway application each worker runs: accept -> match -> route chain -> respond.
+
+Two entries: ``serve_native`` for the native front end (gwcore.http1) and ``__rsgi__`` for
+granian (RSGI); both build a Request and share everything after.
 
 The lifecycle after matching (policy, auth, throttle, validate, cache, integrate) is the
 per-route handler chain compiled in ``proxy.gateway``; this module does steps 1, 2 and 10.
@@ -275,7 +278,8 @@ class GatewayApp:
 
 
 def create_app() -> GatewayApp:
-    """granian factory: build the gateway from $GWPROXY_CONFIG in this worker."""
+    """Build the gateway from $GWPROXY_CONFIG in this worker (granian's factory; the native
+    supervisor calls it too)."""
     from .gateway import load_gateway
     logging.basicConfig(level=os.environ.get("GWPROXY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,7 +2,8 @@
 
 Two front ends serve the same app (``proxy.app.GatewayApp``):
 - ``native`` (default): gwproxy's own HTTP/1.1 server (``proxy.frontend``), uvloop +
-  httptools; measured ~2x granian's requests/s on this gateway (README, "Performance").
+  httptools; faster than granian here and lighter per idle connection (README, "Front
+  ends" and "Performance").
 - ``granian``: granian's RSGI server.
 Either forks the workers; each builds its gateway from the same file
 (``proxy.app:create_app``). SIGTERM / SIGINT stop it: stop accepting, let in-flight

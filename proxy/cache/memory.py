@@ -1,6 +1,6 @@
 """The per-worker in-memory store: LRU with a capacity in bytes.
 
-Each granian worker has its own (workers do not share memory); with ``state.backend:
+Each worker process has its own (workers do not share memory); with ``state.backend:
 redis`` the shared store in ``proxy.cache.redis_store`` is used instead. Every entry is
 charged its body, headers, key and a fixed overhead, so memory stays bounded whatever the
 number of distinct keys: inserting past the capacity evicts least-recently-used entries.

@@ -1,6 +1,6 @@
 """The memory state store: a ``gwcore.ratelimit.Table`` shared by every worker of a node.
 
-Mechanism: granian forks N workers; each builds its own Gateway. When the environment
+Mechanism: the front end forks N workers; each builds its own Gateway. When the environment
 names the node (``GWPROXY_NODE_ID``, set by ``gwproxy serve`` to one value per
 invocation and inherited by its workers), the table is a file in ``/dev/shm``
 (``gwproxy-<node id>-ratelimit-<twin>``) that every worker maps ``MAP_SHARED``; a
