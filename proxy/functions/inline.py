@@ -57,12 +57,13 @@ import resource
 import sys
 import threading
 import time
+from typing import Any
 
 import orjson
 
 from .invocation import FunctionLog, Limiter, Result, error_result, init_error_result, timeout_message
 from .spec import INIT_TIMEOUT
-from .spec import FunctionSpec, log_stream_name
+from .spec import INLINE_SYNC_MODES, FunctionSpec, log_stream_name
 from .worker import (CognitoIdentity, LambdaContext, _InitError, error_document, import_handler_module,
                      make_client_context)
 
@@ -71,8 +72,9 @@ log = logging.getLogger("gwproxy")
 #: ``inline_sync: auto``: a sync handler moves from its thread pool to the event loop after
 #: this many consecutive calls, each of which took less than AUTO_PROMOTE_BOUND seconds
 #: (wall time, measured in the thread around the handler call; a slower call restarts the
-#: count). 50 calls are enough to see past a first call's lazy set-up, and 1 ms of loop
-#: time per call is less than what a thread hop plus the GIL hand-over costs under load.
+#: count). 50 calls see past a first call's lazy set-up; under 1 ms a call costs the loop
+#: less than a request's own latency, while the thread hop (two thread wake-ups and GIL
+#: hand-overs: ~30-80 us idle, more under load) is a large share of such a call's cost.
 AUTO_PROMOTE_AFTER = 50
 AUTO_PROMOTE_BOUND = 0.001
 #: ...and back to the thread pool, for good, after one call on the loop that took longer
@@ -384,15 +386,15 @@ class InlineRuntime:
         self.spec = spec
         self.log = log
         self.limiter = Limiter(concurrency, spec.queue_wait)
-        self._fn = None
+        self._fn: Any = None             # the handler, once loaded
         self._is_async = False
         self._init_error: dict | None = None
         self._init_lock: asyncio.Lock | None = None
-        self._threads: _Threads | None = None
+        self._threads: Any = None       # _Threads, for sync handlers
         self._lambda_thread = _LambdaThread()
         self._concurrency = concurrency
         self._stream = log_stream_name(spec.name)
-        self._setting = spec.inline_sync if spec.inline_sync in ("thread", "loop") else "auto"
+        self._setting = spec.inline_sync if spec.inline_sync in INLINE_SYNC_MODES else "auto"
         self._mode = _LOOP if self._setting == "loop" else _THREAD   # _ASYNC once loaded, for async handlers
         self._probing = False          # auto, on threads: counting fast calls
         self._auto = False             # auto, on the loop: a slow call demotes

@@ -151,20 +151,21 @@ class FunctionLog:
     one write, prefixed with the function name, and returns the unprefixed block so the
     Invoke API can return its tail."""
 
-    __slots__ = ("name", "memory_mb", "prefix", "fd")
+    __slots__ = ("name", "memory_mb", "prefix", "fd", "_mem")
 
     def __init__(self, name: str, memory_mb: int, fd: int | None = None):
         self.name = name
         self.memory_mb = memory_mb
         self.prefix = f"[function {name}] "
         self.fd = fd
+        self._mem = f" ms\tMemory Size: {memory_mb} MB\tMax Memory Used: "
 
     def record(self, request_id: str, output: str, duration_ms: float, max_mb: int | None,
                init_ms: float | None = None, status: str | None = None,
                init_output: str = "") -> str:
+        billed = math.ceil(duration_ms)
         rep = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-               f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
-               f"Memory Size: {self.memory_mb} MB\tMax Memory Used: {max_mb or 0} MB\t")
+               f"Billed Duration: {billed if billed > 1 else 1}{self._mem}{max_mb or 0} MB\t")
         if init_ms is not None:
             rep += f"Init Duration: {init_ms:.2f} ms\t"
         if status:
