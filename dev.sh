@@ -40,7 +40,7 @@ case "${1:-}" in
     install ""
     exec "$VENV/bin/gwproxy" serve -c config/gateway.example.yaml ;;
   test)
-    need_apt redis-server:redis-server ip:iproute2 nginx:nginx wrk:wrk
+    need_apt redis-server:redis-server ip:iproute2 nginx:nginx wrk:wrk systemd-analyze:systemd
     install "[test]"
     shift
     exec "$PY" -m pytest "$@" ;;

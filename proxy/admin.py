@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from urllib.parse import unquote
 
@@ -201,11 +202,21 @@ def parse_listen(addr: str) -> tuple[str, int]:
 
 
 async def start_admin(gateway, addr: str):
-    """Bind the admin listener unless another worker of this node already did."""
+    """Bind the admin listener unless another worker of this node already did.
+
+    Under the native front end the supervisor numbers its workers (GWPROXY_WORKER_INDEX):
+    worker 0 holds the admin listener, with SO_REUSEPORT so that during a reload the new
+    worker 0 binds it while the old one is still draining. Under granian the first worker
+    to bind it wins."""
+    index = os.environ.get("GWPROXY_WORKER_INDEX")
+    if index is not None and index != "0":
+        return None
     host, port = parse_listen(addr)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(fam, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if index is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
