@@ -12,6 +12,8 @@ no less than 0.8x the requests/s of nginx proxying a static backend in the same 
 - ``function_inline_loop``: the same with ``inline_sync: loop`` (on the loop from the start).
 - ``function_inline_async``: the same handler as ``async def`` (awaited on the loop).
 - ``function_process``: the sync handler in the warm worker-process pool.
+- ``function_process_print``: the same handler printing one line per call (the worker's
+  output capture: the line is read back and logged between START and END).
 
 Every handler returns the backend's body as a payload 1.0 proxy response; the REST API
 sends the full 1.0 event. ``queue_wait`` is long so that wrk's connections queue for a
@@ -36,6 +38,8 @@ def scenarios(backend: int, root) -> list[dict]:
                        concurrency: 256, queue_wait: 10s}}
   bench_process: {{handler: bench_handler.handler, code: "{code}", runtime: process, concurrency: 8,
                   queue_wait: 10s}}
+  bench_process_print: {{handler: bench_handler.chatty, code: "{code}", runtime: process, concurrency: 8,
+                        queue_wait: 10s}}
 """
 
     def route(fn):
@@ -57,5 +61,8 @@ def scenarios(backend: int, root) -> list[dict]:
          "extra_config": functions},
         {"key": "function_process", "name": "function, process pool",
          "gw_routes": route("bench_process"), "gw_path": "/b/pets/1", "nginx_path": "/pets/1",
+         "extra_config": functions},
+        {"key": "function_process_print", "name": "function, process pool (handler prints a line)",
+         "gw_routes": route("bench_process_print"), "gw_path": "/b/pets/1", "nginx_path": "/pets/1",
          "extra_config": functions},
     ]

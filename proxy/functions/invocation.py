@@ -99,14 +99,20 @@ def deadline_ms(timeout: float) -> int:
 
 class Limiter:
     """Reserved concurrency: at most ``n`` at once; a caller waits at most ``wait`` seconds
-    for a slot, then gets :class:`Throttled`."""
+    for a slot, then gets :class:`Throttled`.
 
-    __slots__ = ("free", "wait", "_waiters")
+    Waiters queue in order (``_waiters``: (future, deadline) pairs); one timer, armed for
+    the oldest waiter's deadline, throttles the waiters whose time is up (every waiter waits
+    the same ``wait``, so deadlines come in queue order) instead of a timer per waiter."""
+
+    __slots__ = ("free", "wait", "_waiters", "_timer", "_timer_loop")
 
     def __init__(self, n: int, wait: float):
         self.free = n
         self.wait = wait
         self._waiters: collections.deque = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self) -> None:
         if self.free > 0 and not self._waiters:
@@ -116,29 +122,41 @@ class Limiter:
             raise Throttled()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._waiters.append(fut)
-        timer = loop.call_later(self.wait, _expire, fut)
+        deadline = loop.time() + self.wait
+        self._waiters.append((fut, deadline))
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer = loop.call_at(deadline, self._expire, loop)
+            self._timer_loop = loop
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.release()     # we were handed a slot but will not use it
             raise
-        finally:
-            timer.cancel()
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer_loop is not loop:
+            return                      # superseded by a timer on another loop
+        self._timer = None
+        now = loop.time() + 0.001       # (uvloop's clock and timers have 1 ms steps)
+        waiters = self._waiters
+        while waiters:
+            fut, deadline = waiters[0]
+            if not fut.done():
+                if deadline > now:
+                    self._timer = loop.call_at(deadline, self._expire, loop)
+                    return
+                fut.set_exception(Throttled())
+            waiters.popleft()
 
     def release(self) -> None:
-        while self._waiters:
-            w = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            w = waiters.popleft()[0]
             if not w.done():
                 w.set_result(None)     # hand the slot over directly
                 return
         self.free += 1
-
-
-def _expire(fut) -> None:
-    if not fut.done():
-        fut.set_exception(Throttled())
 
 
 #: cap on the function output copied into the gateway log for one invocation

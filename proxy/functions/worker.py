@@ -3,17 +3,31 @@
 Run as ``python <this file> <read_fd> <write_fd>`` by :mod:`proxy.functions.process`. It
 deliberately imports nothing from ``proxy`` (so a worker starts in tens of milliseconds and
 the handler sees a plain interpreter): the gateway imports this file only for
-:class:`LambdaContext`, which the ``inline`` runtime shares.
+:class:`LambdaContext`, which the ``inline`` runtime shares, and the protocol's constants.
 
-Protocol (both ways): frames of ``[u32 total][u32 header_len][header JSON][payload]``
-(big-endian lengths). Parent -> worker: header ``{"id", "deadline_ms", "arn",
-"client_context", "identity"}`` with the event JSON as payload. Worker -> parent: first one
-frame ``{"ready": true}`` or ``{"init_error": {...}}``, then per invocation
-``{"ok": bool, "maxrss_kb": int}`` with the result JSON (or the error document) as payload.
+Protocol: frames ``[u32 length][fixed binary header][variable part]`` (big-endian; the
+length counts what follows it), at most one request outstanding per worker.
 
-stdout and stderr (fds 1 and 2) are a file the parent shares (a memfd); the worker empties
-it at the start of every invocation, so what it holds after the answer is exactly that
-invocation's output, even if the worker dies in the middle.
+- gateway -> worker (``REQ``): flags (u8: ``RESET_LOG``), deadline (u64, ms since the
+  epoch), request id length (u16), extra length (u32); then the request id (ASCII), the
+  extra (empty, or a JSON object with "client_context" and/or "identity": the Invoke API's)
+  and the event JSON (the rest). The function's ARN comes once, in the environment.
+- worker -> gateway (``REP``): kind (u8: ``READY``, ``INIT_ERROR``, ``OK``, ``ERROR``,
+  ``FATAL``), peak RSS (u32, KB: the worker's VmHWM after the invocation, see ``_Peak``:
+  REPORT's Max Memory Used), log end (u64: fd 1's offset once the handler is through);
+  then the result JSON, or the error document (``INIT_ERROR``, ``ERROR``, and ``FATAL``:
+  the worker exits right after sending it). First one ``READY`` or ``INIT_ERROR``, then
+  one reply per request.
+
+stdout and stderr (fds 1 and 2, one open file: one offset) are a file the parent shares (a
+memfd). The worker does not empty it per invocation: the gateway knows where the previous
+reply's output ended, and the new reply's log end says how many bytes this invocation wrote
+(none: nothing to read). When the file has grown past a threshold, the gateway sets
+``RESET_LOG`` on the next request and the worker truncates it (and rewinds) before running
+the handler. Output written while the worker idles between invocations (a background
+thread) counts as the next invocation's. If the worker dies or is killed mid-invocation,
+the gateway reads from the previous log end to the end of the file: that invocation's
+output up to that point.
 """
 from __future__ import annotations
 
@@ -23,7 +37,19 @@ import sys
 import time
 import traceback
 
-_HDR = struct.Struct(">II")
+#: gateway -> worker: length, flags, deadline_ms, request id length, extra length (the
+#: gateway imports these: worker.py and process.py always come from the same checkout)
+REQ = struct.Struct(">IBQHI")
+#: worker -> gateway: length, kind, maxrss_kb, log end
+REP = struct.Struct(">IBIQ")
+RESET_LOG = 1
+READY, INIT_ERROR, OK, ERROR, FATAL = 1, 2, 3, 4, 5
+#: the gateway passes the protocol it speaks (_GWPROXY_PROTOCOL): a gateway process that
+#: still runs older code (a reload in progress) and starts this file gets a clean exit at
+#: init ("Runtime exited during init") instead of frames it cannot read
+PROTOCOL = "2"
+#: what the worker asks read() for (a request larger than this comes in parts)
+READ_BUF = 1 << 16
 
 
 # ---------------------------------------------------------------------------- the context
@@ -152,22 +178,51 @@ def _set_pdeathsig() -> None:
         pass
 
 
-def _read_exact(fd: int, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
+def _sched_batch() -> None:
+    """SCHED_BATCH (Linux): the same CPU share as before (nice 0), but a worker woken up (a
+    request arrives, the handler's I/O completes) does not preempt the task running on that
+    CPU, usually the gateway's event loop: the gateway finishes its loop iteration (more
+    requests handed out per iteration, fewer context switches) and the worker runs on a free
+    CPU or at the next scheduling point. Inherited by the handler's child processes."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+
+
+def _read_frame(fd: int) -> bytes | bytearray:
+    """Read one whole request (length prefix included): usually a single read(); a request
+    larger than the pipe's buffer comes in parts. Raises EOFError when the gateway is gone."""
+    data = os.read(fd, READ_BUF)
+    n = len(data)
+    if n >= 4 and n == 4 + int.from_bytes(data[:4], "big"):
+        return data               # (more cannot come: one request at a time)
+    if not n:
+        raise EOFError
+    buf = bytearray(data)
+    while len(buf) < 4:
+        chunk = os.read(fd, READ_BUF)
         if not chunk:
             raise EOFError
         buf += chunk
-    return bytes(buf)
+    need = 4 + int.from_bytes(buf[:4], "big")
+    while len(buf) < need:
+        chunk = os.read(fd, min(need - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
 
 
-def _write_frame(fd: int, header: bytes, payload: bytes) -> None:
-    data = _HDR.pack(4 + len(header) + len(payload), len(header)) + header + payload
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def _send(fd: int, kind: int, maxrss_kb: int, log_end: int, payload: bytes = b"") -> None:
+    """One reply frame, in one write (writev) unless the pipe takes it in parts."""
+    head = REP.pack(REP.size - 4 + len(payload), kind, maxrss_kb & 0xFFFFFFFF, log_end)
+    n = os.writev(fd, (head, payload)) if payload else os.write(fd, head)
+    total = len(head) + len(payload)
+    if n < total:
+        view = memoryview(head + payload)[n:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def check_main() -> None:
@@ -195,7 +250,12 @@ def main(argv) -> None:
     rfd, wfd = int(argv[1]), int(argv[2])
     ppid = int(os.environ.pop("_GWPROXY_PPID", "0") or 0)
     _set_pdeathsig()
+    if os.environ.pop("_GWPROXY_SCHED_BATCH", ""):
+        _sched_batch()
     if ppid and os.getppid() != ppid:
+        os._exit(1)
+    if os.environ.pop("_GWPROXY_PROTOCOL", "") != PROTOCOL:
+        os.write(2, b"gwproxy worker: the gateway speaks another worker protocol (a reload in progress?)\n")
         os._exit(1)
     import json
     try:
@@ -232,37 +292,49 @@ def main(argv) -> None:
         except (ValueError, OSError):
             pass
     import resource
+    getrusage = resource.getrusage
+    RUSAGE_SELF = resource.RUSAGE_SELF
+    peak = _Peak(getrusage, RUSAGE_SELF)
+    arn = os.environ.pop("_GWPROXY_ARN", "")
+    lseek = os.lseek
+    SEEK_CUR = os.SEEK_CUR
 
     try:
         fn = load_handler(handler_name, task_root)
     except _InitError as e:
         _flush()
-        _write_frame(wfd, dumps({"init_error": e.doc}), b"")
+        _send(wfd, INIT_ERROR, 0, _log_end(), dumps(e.doc))
         os._exit(1)
     except BaseException as e:  # noqa: BLE001 - anything at init is an init error
         _flush()
-        _write_frame(wfd, dumps({"init_error": error_document(e)}), b"")
+        _send(wfd, INIT_ERROR, 0, _log_end(), dumps(error_document(e)))
         os._exit(1)
     is_async = _is_async(fn)
     loop = None
     _flush()
-    _write_frame(wfd, b'{"ready":true}', b"")
+    _send(wfd, READY, peak.kb(), _log_end())
 
+    unpack_req = REQ.unpack_from
+    body = REQ.size
     while True:
         try:
-            total, hlen = _HDR.unpack(_read_exact(rfd, 8))
-            data = _read_exact(rfd, total - 4)
+            data = _read_frame(rfd)
         except EOFError:
             os._exit(0)
-        header = loads(data[:hlen])
-        _reset_log()
-        ctx = LambdaContext(name, memory_mb, header["id"], header["arn"], header["deadline_ms"],
-                            stream, CognitoIdentity(header.get("identity")),
-                            make_client_context(header.get("client_context")))
-        ok = True
-        fatal = False
+        _, flags, deadline, idlen, xlen = unpack_req(data)
+        rid = data[body:body + idlen].decode()
+        if flags & RESET_LOG:
+            _reset_log()
+        if xlen:
+            extra = loads(data[body + idlen:body + idlen + xlen])
+            ctx = LambdaContext(name, memory_mb, rid, arn, deadline, stream,
+                                CognitoIdentity(extra.get("identity")),
+                                make_client_context(extra.get("client_context")))
+        else:
+            ctx = LambdaContext(name, memory_mb, rid, arn, deadline, stream, CognitoIdentity())
+        kind = OK
         try:
-            event = loads(data[hlen:])
+            event = loads(data[body + idlen + xlen:])
             if is_async:
                 import asyncio
                 if loop is None:
@@ -272,28 +344,78 @@ def main(argv) -> None:
                 result = fn(event, ctx)
             payload = dump_result(result)
         except MemoryError as e:
-            ok, fatal = False, True
+            kind = FATAL
             payload = dumps({"errorMessage": "Runtime exited: out of memory (limit "
                              f"{memory_mb} MB)", "errorType": "Runtime.OutOfMemory",
-                             "requestId": header["id"], "stackTrace": []})
+                             "requestId": rid, "stackTrace": []})
             del e
         except BaseException as e:  # noqa: BLE001 - the handler's failure is the result
-            ok = False
+            kind = ERROR
             doc = error_document(e)
-            doc["requestId"] = header["id"]
+            doc["requestId"] = rid
             try:
                 print(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\nTraceback (most recent call last):\n"
                       + "\n".join(doc["stackTrace"]), file=sys.stderr)
             except Exception:
                 pass
             if isinstance(e, (SystemExit, KeyboardInterrupt)):
-                fatal = True
+                kind = FATAL
             payload = dump_result(doc)
         _flush()
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        _write_frame(wfd, dumps({"ok": ok, "maxrss_kb": maxrss, "fatal": fatal}), payload)
-        if fatal:
+        try:
+            log_end = lseek(1, 0, SEEK_CUR)
+        except OSError:
+            log_end = 0
+        _send(wfd, kind, peak.kb(), log_end, payload)
+        if kind == FATAL:
             os._exit(1)
+
+
+class _Peak:
+    """The worker's peak RSS (VmHWM), in KB, exact after every invocation, mostly without
+    reading /proc.
+
+    getrusage's ru_maxrss alone will not do: exec keeps the larger of the old and the new
+    image's peak, and the old image is the gateway's (the worker is forked, or vforked, from
+    it), so ru_maxrss starts at the gateway's peak RSS, usually well above the worker's own.
+    Once ru_maxrss passes the value it had when the worker started, it is the worker's own
+    peak. Until then the peak is read from /proc/self/status, and only after an invocation
+    that took page faults (ru_minflt/ru_majflt, from the same getrusage call): resident
+    memory grows through page faults, so without one the peak has not moved. A warm
+    invocation that reuses the interpreter's memory takes none."""
+
+    __slots__ = ("getrusage", "who", "inherited", "faults", "value", "fd")
+
+    def __init__(self, getrusage, who):
+        self.getrusage = getrusage
+        self.who = who
+        r = getrusage(who)
+        self.inherited = r.ru_maxrss
+        self.faults = -1
+        self.value = 0
+        try:
+            self.fd = os.open("/proc/self/status", os.O_RDONLY)
+        except OSError:
+            self.fd = -1
+
+    def kb(self) -> int:
+        r = self.getrusage(self.who)
+        faults = r.ru_minflt + r.ru_majflt
+        if faults != self.faults:
+            self.faults = faults
+            if r.ru_maxrss > self.inherited:
+                self.value = r.ru_maxrss
+            else:
+                self.value = self._vm_hwm(r.ru_maxrss)
+        return self.value
+
+    def _vm_hwm(self, fallback: int) -> int:
+        try:
+            data = os.pread(self.fd, 16384, 0)
+            i = data.index(b"VmHWM:")
+            return int(data[i + 6:data.index(b"kB", i)])
+        except (OSError, ValueError):
+            return fallback
 
 
 def _is_async(fn) -> bool:
@@ -313,11 +435,21 @@ def _vm_size() -> int:
 
 
 def _flush() -> None:
-    for s in (sys.stdout, sys.stderr):
-        try:
-            s.flush()
-        except Exception:
-            pass
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _log_end() -> int:
+    try:
+        return os.lseek(1, 0, os.SEEK_CUR)
+    except OSError:
+        return 0
 
 
 def _reset_log() -> None:
