@@ -25,6 +25,9 @@ import textwrap
 
 import pytest
 
+from tests.bench.bench_app import Headers
+from tests.bench.conftest import new_loop
+
 pytest.importorskip("pytest_benchmark")
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "functions", "fixtures")
@@ -84,18 +87,6 @@ CASES = {
 }
 
 
-class Headers:
-    """granian's RSGI headers: ``items()`` and ``get()``."""
-
-    def __init__(self, pairs):
-        self.pairs = pairs
-        self.d = dict(pairs)
-
-    def items(self):
-        return list(self.pairs)
-
-    def get(self, k, default=None):
-        return self.d.get(k, default)
 
 
 class Scope:
@@ -136,12 +127,6 @@ class Proto:
         raise StopAsyncIteration
 
 
-def _new_loop():
-    try:
-        import uvloop
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +134,7 @@ def app_loop(tmp_path_factory):
     from proxy.app import GatewayApp
     from proxy.gateway import load_gateway
 
-    loop = _new_loop()
+    loop = new_loop()
     p = tmp_path_factory.mktemp("fnbench") / "gw.yaml"
     p.write_text(CONFIG)
     app = GatewayApp(load_gateway(str(p)))

@@ -33,6 +33,8 @@ import os
 
 import pytest
 
+from tests.bench.conftest import new_loop
+
 pytest.importorskip("pytest_benchmark")
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "functions", "fixtures")
@@ -64,12 +66,6 @@ CASES = {
 }
 
 
-def _new_loop():
-    try:
-        import uvloop
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +79,7 @@ def loop():
     if not os.environ.get("GWPROXY_BENCH_NO_PIN") and hasattr(os, "sched_setaffinity"):
         saved = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {max(saved)})
-    lp = _new_loop()
+    lp = new_loop()
     yield lp
     lp.close()
     if saved is not None:

@@ -65,3 +65,12 @@ def gateway_app(tmp_path):
         except Exception:
             pass
     loop.close()
+
+
+def new_loop():
+    """uvloop when installed (the gateway's loop), else asyncio's."""
+    try:
+        import uvloop
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()

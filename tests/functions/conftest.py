@@ -1,6 +1,7 @@
 """Shared pieces for the functions tests: the fixture code directory and gateway starters."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import textwrap
@@ -25,3 +26,28 @@ def jbody(resp) -> object:
 @pytest.fixture
 def fixtures_dir():
     return FIXTURES
+
+
+@pytest.fixture
+def devnull():
+    fd = os.open(os.devnull, os.O_WRONLY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """Run a coroutine on a fresh loop of each kind the gateway may use."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+
+    def run_(coro):
+        loop = factory()
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.close()
+    return run_

@@ -25,30 +25,6 @@ from proxy.functions.worker import OK, REP
 from .conftest import FIXTURES
 
 
-@pytest.fixture
-def devnull():
-    fd = os.open(os.devnull, os.O_WRONLY)
-    yield fd
-    os.close(fd)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """Run a coroutine on a fresh loop of each kind the gateway may use."""
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-
-    def run_(coro):
-        loop = factory()
-        try:
-            return loop.run_until_complete(coro)
-        finally:
-            loop.close()
-    return run_
-
 
 @pytest.fixture
 def make(devnull):
