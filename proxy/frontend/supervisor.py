@@ -152,9 +152,10 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
-    def start_generation(self) -> bool:
-        """Start ``workers`` new workers; True when all of them listen (else they are
-        stopped again and the running generation stays)."""
+    def start_generation(self, wait: bool = True) -> bool:
+        """Start ``workers`` new workers. With ``wait`` (a reload): True when all of them
+        listen, else they are stopped again and the running generation stays. Without (the
+        first start): a worker that dies while starting is replaced like any other."""
         gen = self.generation + 1
         fds = {}
         for i in range(self.settings.workers):
@@ -162,6 +163,11 @@ class Supervisor:
             self.workers[pid] = (i, gen)
             self.started[i] = time.monotonic()
             fds[pid] = fd
+        if not wait:
+            for fd in fds.values():
+                os.close(fd)
+            self.generation = gen
+            return True
         ready = _wait_ready(fds, READY_TIMEOUT_S)
         if len(ready) != len(fds):
             self._signal_workers(signal.SIGTERM, gen)
@@ -201,9 +207,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
-        if not self.start_generation():
-            print("gwproxy: workers did not start", file=sys.stderr, flush=True)
-            self.stopping = True
+        self.start_generation(wait=False)
         deadline = None
         while self.workers:
             if self.stopping and deadline is None:
