@@ -71,14 +71,16 @@ class Scope:
 
 
 class Proto:
-    __slots__ = ("status", "n")
+    __slots__ = ("status", "body", "n")
 
     def __init__(self):
         self.status = 0
+        self.body = b""
         self.n = 0
 
     def response_bytes(self, status, headers, body):
         self.status = status
+        self.body = body
         self.n += 1
 
     def response_empty(self, status, headers):

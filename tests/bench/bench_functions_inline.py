@@ -25,7 +25,7 @@ import textwrap
 
 import pytest
 
-from tests.bench.bench_app import Headers
+from tests.bench.bench_app import Headers, Proto
 from tests.bench.conftest import new_loop
 
 pytest.importorskip("pytest_benchmark")
@@ -101,32 +101,6 @@ class Scope:
         self.path = path
         self.authority = host
         self.headers = Headers([("host", host), ("user-agent", "wrk"), ("accept", "*/*")])
-
-
-class Proto:
-    __slots__ = ("status", "body", "n")
-
-    def __init__(self):
-        self.status = 0
-        self.body = b""
-        self.n = 0
-
-    def response_bytes(self, status, headers, body):
-        self.status = status
-        self.body = body
-        self.n += 1
-
-    def response_empty(self, status, headers):
-        self.status = status
-        self.n += 1
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        raise StopAsyncIteration
-
-
 
 
 @pytest.fixture(scope="module")
