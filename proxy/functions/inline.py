@@ -477,9 +477,7 @@ class InlineRuntime:
     # -- invoke -------------------------------------------------------------------------
     async def invoke(self, event, request_id: str, client_context=None, identity=None) -> Result:
         lim = self.limiter
-        if lim.free > 0 and not lim._waiters:
-            lim.free -= 1
-        else:
+        if not lim.try_acquire():
             await lim.acquire()     # raises Throttled
         released = False
         try:

@@ -3,6 +3,7 @@ START / END / REPORT log lines."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import collections
 import math
 import os
@@ -114,9 +115,16 @@ class Limiter:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a slot without waiting when one is free and nobody queues (the fast path:
+        no coroutine); False means: ``await acquire()``."""
         if self.free > 0 and not self._waiters:
             self.free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         if self.wait <= 0:
             raise Throttled()
@@ -233,3 +241,15 @@ def tail(log: str) -> str:
 
 def timeout_message(request_id: str, timeout: float) -> tuple[str, str]:
     return "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
+
+
+def exit_text(rc: int | None) -> str:
+    """How a runtime process ended, as Lambda words it: "exit status 1", "signal: kill"."""
+    if rc is None:
+        return "unknown"
+    if rc < 0:
+        try:
+            return f"signal: {signal.Signals(-rc).name.replace('SIG', '').lower()}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit status {rc}"

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import time
 
 import orjson
 
-from .invocation import (_UNSET, FunctionLog, Limiter, Result, error_result, init_error_result,
+from .invocation import (_UNSET, FunctionLog, Limiter, Result, error_result, exit_text, init_error_result,
                          timeout_message)
 from .spec import INIT_TIMEOUT
 from .spec import FunctionSpec
@@ -192,17 +191,12 @@ class Worker:
 
     def _exit_text(self) -> str:
         rc = self.proc.poll() if self.proc else None
-        if rc is None:
+        if rc is None and self.proc is not None:
             try:
                 rc = self.proc.wait(0.2)
             except subprocess.TimeoutExpired:
-                return "unknown"
-        if rc < 0:
-            try:
-                return f"signal: {signal.Signals(-rc).name.replace('SIG', '').lower()}"
-            except ValueError:
-                return f"signal {-rc}"
-        return f"exit status {rc}"
+                pass
+        return exit_text(rc)
 
     def read_output(self, end: int | None = None) -> str:
         """This invocation's output: from where the previous one's ended to ``end`` (the
@@ -319,9 +313,7 @@ class ProcessRuntime:
         spec = self.spec
         payload = event if isinstance(event, (bytes, bytearray)) else _dumps(event)
         lim = self.limiter
-        if lim.free > 0 and not lim._waiters:
-            lim.free -= 1
-        else:
+        if not lim.try_acquire():
             await lim.acquire()        # raises Throttled
         w = None
         try:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import time
 
 import orjson
 
-from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result, init_error_result,
-                         timeout_message)
+from .invocation import (FunctionLog, Limiter, Result, deadline_ms, error_result, exit_text,
+                         init_error_result, timeout_message)
 from .process import _hwm_mb
 from .spec import INIT_TIMEOUT, FunctionSpec
 
@@ -100,7 +99,7 @@ class RuntimeProcess:
             err = self.init_error
         elif self.exited in done:
             err = {"errorType": "Runtime.ExitError",
-                   "errorMessage": f"Runtime exited during init: {_exit_text(self.proc.returncode)}"}
+                   "errorMessage": f"Runtime exited during init: {exit_text(self.proc.returncode)}"}
         else:
             err = {"errorType": "Runtime.InitTimeout",
                    "errorMessage": f"Init phase timed out after {INIT_TIMEOUT:.0f} seconds"}
@@ -282,17 +281,6 @@ def _error_doc(body: bytes, headers: dict, default_type: str) -> dict:
     return doc
 
 
-def _exit_text(rc) -> str:
-    if rc is None:
-        return "unknown"
-    if rc < 0:
-        try:
-            return f"signal: {signal.Signals(-rc).name.replace('SIG', '').lower()}"
-        except ValueError:
-            return f"signal {-rc}"
-    return f"exit status {rc}"
-
-
 class RuntimeApiRuntime:
     def __init__(self, spec: FunctionSpec, log: FunctionLog, concurrency: int):
         from .service import runtime_command
@@ -350,7 +338,7 @@ class RuntimeApiRuntime:
             elif rp.exited in done:
                 rp.kill()
                 res = error_result("Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited with error: "
-                                   f"{_exit_text(rp.proc.returncode)}", request_id)
+                                   f"{exit_text(rp.proc.returncode)}", request_id)
                 status = "error"
             else:
                 etype, msg = timeout_message(request_id, spec.timeout)
