@@ -113,6 +113,14 @@ def encode_head(status: int, headers: list, framing: str, keep_alive: bool) -> b
     return status_line(status) + date + head + b"\r\n"
 
 
+_JSON_CT = [("content-type", "application/json")]
+
+
+def _message_body(message: str) -> bytes:
+    """API Gateway's ``{"message": ...}`` body, for the front end's own answers."""
+    return b'{"message":"%s"}' % message.encode()
+
+
 class ClientGone(ConnectionError):
     """The client closed the connection before the exchange finished."""
 
@@ -524,8 +532,7 @@ class Connection:
 
     def _answer_plain(self, ex: Exchange, status: int, message: str):
         ex.keep_alive = False
-        body = b'{"message":"%s"}' % message.encode()
-        ex.response_bytes(status, [("content-type", "application/json")], body)
+        ex.response_bytes(status, _JSON_CT, _message_body(message))
 
     def _finished(self, ex: Exchange, ok: bool):
         self.current = None
@@ -579,9 +586,8 @@ class Connection:
         self._send_reject(status, message)
 
     def _send_reject(self, status: int, message: str):
-        body = b'{"message":"%s"}' % message.encode()
-        self.transport.write(status_line(status) + CLOCK.date + b"content-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        body = _message_body(message)
+        self.transport.write(encode_head(status, _JSON_CT, f"content-length: {len(body)}\r\n", False) + body)
         self.transport.close()
         self.closed = True
         self.server.connections.discard(self)
