@@ -11,14 +11,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import random
 import sys
 import time
 import traceback
 
 import gwcore
 
-from .context import BodyTooLarge, Request, Response, gateway_response
+from .context import BodyTooLarge, Request, Response, gateway_response, new_request_id
 from .gateway import Gateway
 
 log = logging.getLogger("gwproxy")
@@ -31,18 +30,6 @@ BAD_PATH = _router_mod.BAD_PATH
 
 _perf_ns = time.perf_counter_ns
 _time = time.time
-
-
-def _id_source():
-    rnd = random.Random(os.urandom(32))
-    bits = rnd.getrandbits
-
-    def new_id() -> str:
-        # int.to_bytes().hex() is ~1.5x faster than "%032x" % int (measured: py-spy and
-        # tests/bench/bench_app.py); same 128 random bits, same 8-4-4-4-12 layout
-        h = bits(128).to_bytes(16, "big").hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    return new_id
 
 
 _PEERS: dict[str, str] = {}
@@ -114,7 +101,6 @@ class GatewayApp:
         self.trusted = TrustedProxies(tp) if tp else None
         self.access_log = bool(srv.get("access_log", False))
         self._log_buf: list[str] = []
-        self.new_id = _id_source()
         self.admin = None
         self.raw_paths = False    # True under the native front end (RSGI paths are decoded)
 
@@ -158,7 +144,7 @@ class GatewayApp:
             client = self.trusted.resolve(peer, scope.headers.get("x-forwarded-for"))
         host = scope.authority or scope.headers.get("host") or ""
         req = Request(proto, scope.method, scope.path, scope.query_string, scope.headers.items(),
-                      client, peer, scope.scheme, host, scope.http_version, self.new_id(),
+                      client, peer, scope.scheme, host, scope.http_version, new_request_id(),
                       start_ns, _time(), self.max_body)
         await self.serve(proto, req)
 
@@ -175,7 +161,7 @@ class GatewayApp:
                     break
             client = self.trusted.resolve(peer, xff)
         req = Request(ex, ex.method, ex.path, ex.query, headers, client, peer, "http", ex.host,
-                      ex.http_version, self.new_id(), start_ns, _time(), self.max_body)
+                      ex.http_version, new_request_id(), start_ns, _time(), self.max_body)
         await self.serve(ex, req)
 
     async def serve(self, proto, req: Request):

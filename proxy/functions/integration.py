@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ..context import gateway_response
+from ..context import gateway_response, new_request_id
 from .events import RouteConsts, event_v1, event_v2
-from .invocation import Throttled, new_request_id
+from .invocation import Throttled
 from .responses import function_error, to_response
 from .spec import INIT_TIMEOUT
 

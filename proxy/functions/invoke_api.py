@@ -18,8 +18,8 @@ import base64
 
 import orjson
 
-from ..context import Response
-from .invocation import Throttled, new_request_id, tail
+from ..context import Response, new_request_id
+from .invocation import Throttled, tail
 from .spec import ACCOUNT_ID
 
 PREFIX = "/2015-03-31/functions"

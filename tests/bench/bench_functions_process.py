@@ -148,7 +148,7 @@ def _measure(benchmark, loop, rt, run, n: int, label: str, group: str) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_invocation(benchmark, loop, devnull, case):
     """One invocation at a time, one warm worker."""
-    from proxy.functions.invocation import new_request_id
+    from proxy.context import new_request_id
 
     handler, event = CASES[case]
     rt = _runtime(handler, devnull)
@@ -178,7 +178,7 @@ def test_saturated(benchmark, loop, devnull):
     ``function_process`` with wrk's 64 connections): the reserved-concurrency queue, 8
     workers, the payload 1.0 event. Microseconds per invocation at saturation (pinned to
     one CPU: the CPU cost of an invocation, gateway and worker together)."""
-    from proxy.functions.invocation import new_request_id
+    from proxy.context import new_request_id
 
     rt = _runtime("bench_handler.handler", devnull, concurrency=8)
     callers = 64

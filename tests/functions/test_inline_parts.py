@@ -12,7 +12,8 @@ import pytest
 from proxy.context import Request
 from proxy.functions import events
 from proxy.functions.events import RouteConsts, event_v1, event_v2, request_time
-from proxy.functions.invocation import FunctionLog, new_request_id
+from proxy.context import new_request_id
+from proxy.functions.invocation import FunctionLog
 
 
 class Api:
