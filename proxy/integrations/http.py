@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlsplit
 
-from ..context import Response, gateway_response
 import os
 
-from ..headers import connection_tokens, strip_request, strip_response
+from ..context import Response, gateway_response
+from ..headers import outgoing_headers, strip_response
+from ..upstream.errors import UpstreamError, UpstreamTimeout
 
 #: bodies up to this size are read whole and sent in one write; larger ones stream
 SMALL_BODY = 64 * 1024
@@ -90,7 +91,9 @@ def _render(template, params: dict) -> str:
             out.append(p)
         else:
             v = params.get(p[0], "")
-            out.append(quote(v, safe="/" if p[1] else "") if v else "")
+            if v and not (v.isascii() and v.isalnum()):   # the common case needs no quoting
+                v = quote(v, safe="/" if p[1] else "")
+            out.append(v)
     return "".join(out)
 
 
@@ -122,8 +125,6 @@ def build_integration(rb):
             pool_ref.append(gw.services.upstreams.pool(host, port))
         return pool_ref[0]
 
-    from ..upstream.errors import UpstreamError, UpstreamTimeout
-
     async def http_proxy(req):
         target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
         body, length = await _request_body(req)
@@ -147,18 +148,8 @@ def _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port):
     if fixed_query:
         q = fixed_query + "&" + q if q else fixed_query
     target = path + "?" + q if q else path
-    in_headers = req.headers
-    named = connection_tokens(in_headers)
-    headers = strip_request(in_headers, named)
-    xff = None
-    if not (named and "x-forwarded-for" in named):
-        for k, v in in_headers:
-            if k == "x-forwarded-for":
-                xff = v if xff is None else xff + ", " + v
-    headers.append(("host", req.host if pass_host and req.host else host_header))
-    headers.append(("x-forwarded-for", f"{xff}, {req.peer_ip}" if xff else req.peer_ip))
-    headers.append(("x-forwarded-proto", req.scheme))
-    headers.append(("x-forwarded-port", fwd_port))
+    headers = outgoing_headers(req.headers, req.host if pass_host and req.host else host_header,
+                               req.peer_ip, req.scheme, fwd_port)
     return target, headers
 
 
@@ -174,7 +165,6 @@ async def _request_body(req):
 
 async def _relay(req, resp, close):
     """The client response for an upstream response; ``close`` releases the upstream."""
-    from ..upstream.errors import UpstreamError, UpstreamTimeout
     out_headers = strip_response(resp.headers)
     if not resp.has_body() or req.method == "HEAD":
         await close()
@@ -202,7 +192,6 @@ async def _relay(req, resp, close):
 
 def _link_integration(link, template, fixed_query, pass_host, host_header, timeout, fwd_port):
     """The ``vpc_link:`` variant: the link picks the target (balancing, health, retries)."""
-    from ..upstream.errors import UpstreamError, UpstreamTimeout
     from ..upstream.links import NoTarget, service_unavailable
 
     request = link.request

@@ -1,0 +1,106 @@
+# Declarations that turn gwcore/h1client.py into C types when Cython compiles it (pure-Python
+# mode: the .py stays the source and, uncompiled, the twin). Keep in step with h1client.py.
+
+cimport cython
+
+cdef class _Body:
+    cdef public Connection _conn
+    cdef public object _chunks
+    cdef public Py_ssize_t _buffered
+    cdef public bint _done
+    cdef public object _exc
+    cdef public object _waiter
+    cdef public double _read_timeout
+    cdef public object _loop
+
+    cpdef bytes _take(self)
+    cpdef _on_read_timeout(self)
+    cpdef _wake(self)
+    cpdef _abort(self)
+
+
+cdef class UpstreamResponse:
+    cdef public int status
+    cdef public list headers
+    cdef public str http_version
+    cdef public object content_length
+    cdef public bint chunked
+    cdef public bint keep_alive
+    cdef public bint _has_body
+    cdef public _Body _b
+
+    cpdef bint has_body(self)
+
+
+cdef class Connection:
+    cdef public UpstreamPool pool
+    cdef public object loop
+    cdef public object transport
+    cdef public object parser
+    cdef public int state
+    cdef public long requests
+    cdef public double idle_since
+    cdef public bint _slot
+    cdef public object _exc
+    cdef public UpstreamResponse _resp
+    cdef public _Body _body
+    cdef public object _head_waiter
+    cdef public object _drain_waiter
+    cdef public bint _write_paused
+    cdef public bint _reading_paused
+    cdef public bint _is_head
+    cdef public bint _in_head
+    cdef public bint _head_done
+    cdef public bint _request_done
+    cdef public bint _response_started
+    cdef public bint _keep
+    cdef public bint _until_close
+    cdef public int _after_feed
+    cdef public bint _conn_close_tok
+    cdef public bint _conn_keep_tok
+    cdef public object _stream_task
+    cdef public bint _in_iter
+    cdef public bint body_pulled
+
+    cpdef on_header(self, bytes name, bytes value)
+    cpdef on_body(self, bytes data)
+    cpdef _wake_writer(self)
+    cpdef _finish_message(self, bint replace_parser)
+    cpdef _resume_reading(self)
+    cpdef _wake_all(self)
+    cpdef _fail(self, object exc)
+    cpdef _close(self)
+    cpdef _on_head_timeout(self, _Body b)
+
+
+cdef class UpstreamPool:
+    cdef public object host
+    cdef public object port
+    cdef public object unix_path
+    cdef public object settings
+    cdef public object source_address
+    cdef public object _loop
+    cdef public list _idle
+    cdef public Py_ssize_t _open
+    cdef public Py_ssize_t _in_use
+    cdef public object _waiters
+    cdef public bint _closed
+    cdef public object _sweeper
+    cdef public set _conns
+
+    cpdef _waiter_timeout(self, object fut)
+    cpdef _connect_failed(self, Connection conn)
+    cpdef _release(self, Connection conn)
+    cpdef _discard(self, Connection conn, int prev)
+    cpdef _slot_freed(self)
+    cpdef _sweep(self)
+
+
+@cython.locals(toks=set, t=str)
+cpdef object connection_tokens(object headers)
+@cython.locals(named=object, out=list, drop=frozenset, lk=str)
+cpdef list strip_response(object headers)
+@cython.locals(named=object, drop=frozenset, keep_xff=bint, out=list)
+cpdef list outgoing_headers(object headers, str host_value, str peer_ip, str scheme, str fwd_port)
+@cython.locals(lines=str, parts=list, count=Py_ssize_t)
+cpdef bytes encode_head(str method, str target, list headers, str framing)

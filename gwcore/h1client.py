@@ -1,0 +1,1107 @@
+# cython: annotation_typing=False
+"""The upstream HTTP/1.1 client: keep-alive connection pools driving httptools' C parser.
+
+Compiled by Cython with the C types declared in h1client.pxd (pure-Python mode, like
+gwcore/http1.py); uncompiled, the same file is the pure-Python twin (gwcore/_h1client_py.py
+runs it). proxy.upstream re-exports it.
+
+A :class:`Connection` carries one request at a time (no pipelining). The request
+coroutine (:meth:`Connection.send`) writes pre-encoded bytes and waits for the
+response head; the protocol callbacks fill an :class:`UpstreamResponse`, whose body
+is buffered only up to ``HIGH_WATER`` bytes before the transport stops reading.
+
+Waiting is done on bare futures that are only ever given ``None``; what happened is
+read from the connection's state afterwards. Timers are ``loop.call_at`` handles,
+cancelled on the fast path, never ``asyncio.wait_for``.
+
+Pools: load balancing and health checks sit above this: they pick a target and call its
+pool's :meth:`UpstreamPool.request`. A pool only knows its own target.
+
+Slots: at most ``max_connections`` connections exist (connecting + idle + in use).
+A request that finds neither an idle connection nor a free slot waits in FIFO order,
+bounded by its own timeout. A released connection is handed straight to the oldest
+waiter; a closed one gives its slot to the oldest waiter, who then connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from gwcore.errors import (BodyLengthError, ConnectError, ProtocolError, ResetError, ResponseTooLarge,
+                           UpstreamError, UpstreamTimeout)
+
+__all__ = ["Connection", "UpstreamResponse", "HIGH_WATER", "PoolSettings", "UpstreamPool", "encode_head",
+           "HOP_BY_HOP", "REQUEST_DROP", "connection_tokens", "strip_request", "strip_response",
+           "outgoing_headers"]
+
+
+# Response body buffered per connection before pause_reading(); reading resumes as
+# soon as the consumer takes the buffer.
+HIGH_WATER = 256 * 1024
+# Bodies up to this size are concatenated with the head into one write().
+_COALESCE_MAX = 64 * 1024
+
+_CONNECTION = b"connection"
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CHUNK_END = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+# Connection states (ints: compared on the hot path). DETACHED: holds a pool slot but
+# is neither idle nor serving a request (connecting, or being closed by the pool).
+DETACHED, IDLE, ACTIVE, CLOSED = 0, 1, 2, 3
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing; the reason is on the connection."""
+
+
+class _Body:
+    """Body state shared by a connection and its response (the connection never holds
+    the :class:`UpstreamResponse` itself once the head is in, so a response the caller
+    drops is freed at once and its ``__del__`` can close a half-read connection)."""
+
+    __slots__ = ("_conn", "_chunks", "_buffered", "_done", "_exc", "_waiter", "_read_timeout", "_loop")
+
+    def __init__(self, conn: "Connection", loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        self._conn: Connection | None = conn
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_timeout = read_timeout
+        self._loop = loop
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        if len(chunks) == 1:
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
+        self._buffered = 0
+        conn = self._conn
+        if conn is not None and conn._reading_paused:
+            conn._resume_reading()
+        return data
+
+    async def _wait(self) -> None:
+        fut = self._loop.create_future()
+        self._waiter = fut
+        timer = self._loop.call_later(self._read_timeout, self._on_read_timeout)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _on_read_timeout(self) -> None:
+        conn = self._conn
+        if conn is not None and conn._body is self:
+            conn._fail(UpstreamTimeout("timed out reading the response body", kind="read_timeout"))
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def __aiter__(self) -> "_Body":
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._chunks:
+                return self._take()
+            if self._exc is not None:
+                raise self._exc
+            if self._done:
+                raise StopAsyncIteration
+            await self._wait()
+
+    async def read(self, limit: int | None) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            if self._chunks:
+                data = self._take()
+                size += len(data)
+                if limit is not None and size > limit:
+                    self._abort()
+                    raise ResponseTooLarge(f"body exceeds {limit} bytes")
+                parts.append(data)
+                continue
+            if self._exc is not None:
+                raise self._exc
+            if self._done:
+                break
+            await self._wait()
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _abort(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            conn._close()
+        if not self._done and self._exc is None:
+            self._exc = ResetError("response closed before the body was read", kind="closed")
+        self._chunks.clear()
+        self._buffered = 0
+
+
+class UpstreamResponse:
+    """A response head plus a lazily streamed body.
+
+    The body is consumed either with ``await read()`` or ``async for chunk in resp``.
+    When the body has been fully received the connection has already gone back to
+    the pool (if keep-alive allows); ``aclose()`` is then a no-op. Otherwise
+    ``aclose()`` closes the connection; so does dropping a half-read response.
+    """
+
+    __slots__ = ("status", "headers", "http_version", "content_length", "chunked", "keep_alive", "_has_body", "_b")
+
+    def __init__(self, body: _Body) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.http_version = "1.1"
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = False
+        self._has_body = True
+        self._b = body
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status} HTTP/{self.http_version} done={self._b._done}>"
+
+    def has_body(self) -> bool:
+        """False for responses that cannot have a body (HEAD, 1xx, 204, 304)."""
+        return self._has_body
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been received (it may still be buffered here)."""
+        return self._b._done
+
+    def __aiter__(self) -> _Body:
+        """Body chunks as they arrive; at most ~HIGH_WATER + one socket read buffered."""
+        return self._b
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._b.__anext__()
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body. More than ``limit`` bytes -> ResponseTooLarge (connection closed)."""
+        b = self._b
+        if limit is not None and self.content_length is not None and self.content_length > limit:
+            b._abort()
+            raise ResponseTooLarge(f"content-length {self.content_length} exceeds {limit}")
+        if b._done and b._exc is None:
+            # common case: the whole (small) body came with the head
+            chunks = b._chunks
+            if not chunks:
+                return b""
+            data = b._take()
+            if limit is not None and len(data) > limit:
+                raise ResponseTooLarge(f"body exceeds {limit} bytes")
+            return data
+        return await b.read(limit)
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool when the body was complete, else closed."""
+        b = self._b
+        if not b._done:
+            b._abort()
+
+    def __del__(self) -> None:
+        # An abandoned, half-read response must not pin a pool slot.
+        b = self._b
+        if b._conn is not None and not b._done:
+            try:
+                b._abort()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+
+class Connection:
+    """One connection to one target. Owned by an :class:`UpstreamPool`."""
+
+    __slots__ = (
+        "pool",
+        "loop",
+        "transport",
+        "parser",
+        "state",
+        "requests",
+        "idle_since",
+        "_slot",
+        "_exc",
+        "_resp",
+        "_body",
+        "_head_waiter",
+        "_drain_waiter",
+        "_write_paused",
+        "_reading_paused",
+        "_is_head",
+        "_in_head",
+        "_head_done",
+        "_request_done",
+        "_response_started",
+        "_keep",
+        "_until_close",
+        "_after_feed",
+        "_conn_close_tok",
+        "_conn_keep_tok",
+        "_stream_task",
+        "_in_iter",
+        "body_pulled",
+    )
+
+    def __init__(self, pool: "UpstreamPool", loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: Any = None
+        self.parser = HttpResponseParser(self)
+        self.state = DETACHED
+        self.requests = 0
+        self.idle_since = 0.0
+        self._slot = True  # holds one of the pool's max_connections slots
+        self._exc: UpstreamError | None = None
+        self._resp: UpstreamResponse | None = None  # only while parsing the head
+        self._body: _Body | None = None  # set while a request is outstanding
+        self._head_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._reading_paused = False
+        self._is_head = False
+        self._in_head = False
+        self._head_done = False
+        self._request_done = False
+        self._response_started = False
+        self._keep = True
+        self._until_close = False
+        self._after_feed = 0  # 1: release/close after feed_data; 2: also replace the parser
+        self._conn_close_tok = False
+        self._conn_keep_tok = False
+        self._stream_task: asyncio.Task[Any] | None = None
+        self._in_iter = False
+        self.body_pulled = False  # whether send() took anything from a streamed body
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover
+                pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        prev = self.state
+        was_closed = prev == CLOSED
+        self.state = CLOSED
+        self._keep = False
+        b = self._body
+        if b is not None and self._exc is None and not b._done:
+            if self._head_done and self._until_close and exc is None and not was_closed:
+                # Read-until-close body: a clean EOF is the end of the message.
+                b._done = True
+                b._conn = None
+                self._body = None
+                b._wake()
+            else:
+                if self._head_done:
+                    self._exc = ResetError(
+                        "upstream closed the connection before the end of the body",
+                        kind="body_truncated",
+                        request_sent=True,
+                        response_started=True,
+                    )
+                else:
+                    self._exc = ResetError(
+                        "upstream closed the connection before a complete response head",
+                        request_sent=self._head_waiter is not None,
+                        response_started=self._response_started,
+                    )
+                self._wake_all()
+        self.pool._discard(self, prev)
+
+    def eof_received(self) -> bool | None:
+        if self._body is None:
+            # The server closed an idle keep-alive connection: drop it from the pool
+            # now rather than when connection_lost is scheduled.
+            self._close()
+        return None  # let the transport close; connection_lost decides what it meant
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._body is None:
+            # Bytes while no request is outstanding (or after a HEAD response): the
+            # stream is out of sync; this connection can never be trusted again.
+            self._close()
+            return
+        self._response_started = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserCallbackError as e:
+            ctx = e.__context__
+            if isinstance(ctx, _Stop):
+                return  # _fail() already ran
+            self._fail(ProtocolError(f"invalid response: {ctx!r}"))
+            return
+        except HttpParserUpgrade:
+            self._fail(ProtocolError("unexpected protocol upgrade", kind="upgrade"))
+            return
+        except HttpParserError as e:
+            self._fail(ProtocolError(f"malformed response: {e}"))
+            return
+        if self._after_feed:
+            replace = self._after_feed == 2
+            self._after_feed = 0
+            self._finish_message(replace)
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        resp = self._resp
+        if resp is None or self._head_done:
+            # A second response for one request.
+            self._fail(ProtocolError("unsolicited response"))
+            raise _Stop
+        self._in_head = True
+        resp.headers = []
+        resp.content_length = None
+        resp.chunked = False
+        self._conn_close_tok = False
+        self._conn_keep_tok = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        resp = self._resp
+        if resp is None or not self._in_head:
+            return  # chunked trailers: parsed (and validated) by llhttp, not forwarded
+        n = len(name)
+        if n == 14 or n == 17 or n == 10:
+            lname = name.lower()
+            if lname == _CONTENT_LENGTH:
+                # llhttp already rejects a second Content-Length and non-digits.
+                resp.content_length = int(value)
+            elif lname == _TRANSFER_ENCODING:
+                # Only "chunked" as the final coding frames the body (RFC 9112 6.3).
+                resp.chunked = value[value.rfind(b",") + 1:].strip().lower() == b"chunked"
+            elif lname == _CONNECTION:
+                for tok in value.lower().split(b","):
+                    tok = tok.strip()
+                    if tok == b"close":
+                        self._conn_close_tok = True
+                    elif tok == b"keep-alive":
+                        self._conn_keep_tok = True
+        resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        resp = self._resp
+        assert resp is not None
+        self._in_head = False
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                return  # llhttp raises HttpParserUpgrade right after this
+            return  # interim response (100, 103): wait for the final one
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._fail(ProtocolError(f"unsupported HTTP version {version}", kind="version"))
+            raise _Stop
+        resp.status = status
+        resp.http_version = version
+        self._head_done = True
+        if self._is_head:
+            resp._has_body = False
+            # llhttp does not know this was a HEAD: it would wait for the body that
+            # Content-Length announces. Finish here and use a fresh parser next time.
+            if version == "1.1":
+                keep = not self._conn_close_tok
+            else:
+                keep = self._conn_keep_tok and not self._conn_close_tok
+            resp.keep_alive = keep
+            if not keep:
+                self._keep = False
+            self._body._done = True  # type: ignore[union-attr]
+            self._after_feed = 2
+        else:
+            resp.keep_alive = keep = parser.should_keep_alive()
+            if not keep:
+                self._keep = False
+            if status == 204 or status == 304:
+                resp._has_body = False
+            elif not resp.chunked and resp.content_length is None:
+                self._until_close = True
+        self._resp = None  # the request coroutine holds it; the body state is enough now
+        self._wake_writer()
+
+    def on_body(self, data: bytes) -> None:
+        b = self._body
+        if b is None or b._done:
+            # body bytes after a HEAD response: out of sync
+            self._keep = False
+            return
+        b._chunks.append(data)
+        b._buffered += len(data)
+        w = b._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if b._buffered > HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        b = self._body
+        if b is None or not self._head_done:
+            return  # end of an interim (1xx) response
+        if self._after_feed:
+            return  # HEAD: already complete
+        b._done = True
+        b._wake()
+        self._after_feed = 1
+
+    # -- internals ------------------------------------------------------------
+
+    def _wake_writer(self) -> None:
+        w = self._head_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish_message(self, replace_parser: bool) -> None:
+        """The response is complete: detach it and give the connection back (or close it)."""
+        b = self._body
+        self._body = None
+        self._resp = None
+        if b is not None:
+            b._conn = None
+        if replace_parser:
+            self.parser = HttpResponseParser(self)
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self._keep and self._request_done and self._exc is None and self.state == ACTIVE:
+            self._head_done = False
+            self._response_started = False
+            self._until_close = False
+            self.pool._release(self)
+        else:
+            self._close()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.state != CLOSED:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _wake_all(self) -> None:
+        for w in (self._head_waiter, self._drain_waiter):
+            if w is not None and not w.done():
+                w.set_result(None)
+        b = self._body
+        if b is not None:
+            b._conn = None
+            if not b._done:
+                if b._exc is None:
+                    b._exc = self._exc
+                b._wake()
+        if self._in_iter and self._stream_task is not None:
+            # Waiting on the caller's body iterator: only cancellation interrupts it.
+            self._stream_task.cancel()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        """Record a fatal error, wake whoever waits, and drop the connection."""
+        if self._exc is not None:
+            return
+        self._exc = exc
+        self._keep = False
+        self._wake_all()
+        self._close()
+
+    def _close(self) -> None:
+        prev = self.state
+        if prev == CLOSED:
+            return
+        self.state = CLOSED
+        self._keep = False
+        t = self.transport
+        if t is not None:
+            t.abort()
+        self.pool._discard(self, prev)
+
+    def _on_head_timeout(self, b: _Body) -> None:
+        if self._body is not b or self._head_done:
+            return  # the head arrived; send() is about to cancel this timer
+        self._fail(UpstreamTimeout("no response head within the integration timeout"))
+
+    # -- the request ------------------------------------------------------------
+
+    async def send(
+        self,
+        head: bytes,
+        body: Any,
+        body_length: int | None,
+        is_head: bool,
+        deadline: float,
+        read_timeout: float,
+    ) -> UpstreamResponse:
+        """Write one request and wait for the final response head."""
+        if self.state != ACTIVE:
+            raise ResetError("connection closed before the request was sent", request_sent=False)
+        loop = self.loop
+        b = _Body(self, loop, read_timeout)
+        resp = UpstreamResponse(b)
+        self._resp = resp
+        self._body = b
+        self._is_head = is_head
+        self._request_done = False
+        self._head_done = False
+        self._response_started = False
+        self._until_close = False
+        self._after_feed = 0
+        self.body_pulled = False
+        self.requests += 1
+        waiter = self._head_waiter = loop.create_future()
+        timer = loop.call_at(deadline, self._on_head_timeout, b)
+        transport = self.transport
+        # Once the head (and maybe the whole response) has arrived, this connection may
+        # already be back in the pool serving another request before this coroutine
+        # resumes: from here on only look at `b`, never at per-request connection state.
+        try:
+            if body is None:
+                transport.write(head)
+            elif isinstance(body, bytes):
+                if len(body) <= _COALESCE_MAX:
+                    transport.write(head + body)
+                else:
+                    transport.write(head)
+                    transport.write(body)
+            elif isinstance(body, (bytearray, memoryview)):
+                transport.write(head)
+                transport.write(body)
+            else:
+                transport.write(head)
+                await self._write_stream(body, body_length, waiter)
+            self._request_done = True
+            if not waiter.done():
+                await waiter
+            exc = b._exc
+            if exc is not None:
+                raise exc
+        except BaseException:
+            if self._body is b and self._exc is None:
+                # caller cancelled, or the body iterator raised: the stream is unusable
+                self._fail(ResetError("request aborted", kind="aborted"))
+            raise
+        finally:
+            timer.cancel()
+        return resp
+
+    async def _write_stream(
+        self, body: AsyncIterator[bytes], body_length: int | None, head_waiter: "asyncio.Future[None]"
+    ) -> None:
+        transport = self.transport
+        chunked = body_length is None
+        sent = 0
+        self._stream_task = asyncio.current_task()
+        it = body.__aiter__()
+        try:
+            while True:
+                self._in_iter = True
+                self.body_pulled = True
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if self._exc is not None:
+                        task = self._stream_task
+                        if task is not None:
+                            task.uncancel()
+                        return
+                    raise
+                finally:
+                    self._in_iter = False
+                if self._exc is not None:
+                    return
+                if head_waiter.done():
+                    # Early response (e.g. 413): stop sending; the connection cannot be reused.
+                    self._keep = False
+                    return
+                n = len(chunk)
+                if not n:
+                    continue
+                sent += n
+                if chunked:
+                    if n <= 16384:
+                        transport.write(b"%x\r\n%b\r\n" % (n, chunk))
+                    else:
+                        transport.writelines((b"%x\r\n" % n, chunk, _CHUNK_END))
+                else:
+                    if sent > body_length:  # type: ignore[operator]
+                        raise BodyLengthError(f"request body longer than declared {body_length}")
+                    transport.write(chunk)
+                if self._write_paused:
+                    fut = self._drain_waiter = self.loop.create_future()
+                    try:
+                        await fut
+                    finally:
+                        self._drain_waiter = None
+                    if self._exc is not None or head_waiter.done():
+                        if self._exc is None:
+                            self._keep = False
+                        return
+            if chunked:
+                transport.write(_LAST_CHUNK)
+            elif sent != body_length:
+                raise BodyLengthError(f"request body shorter ({sent}) than declared {body_length}")
+        finally:
+            self._stream_task = None
+            self._in_iter = False
+
+
+
+_FRAMING_LEN = (14, 17)  # len("content-length"), len("transfer-encoding")
+_FRAMING = ("content-length", "transfer-encoding")
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"))
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Per-target limits. Built once at config time and shared by the target's pool."""
+
+    max_connections: int = 256  # per target; extra requests wait (bounded by their timeout)
+    idle_timeout: float = 60.0  # an idle keep-alive connection is closed after this
+    connect_timeout: float = 5.0
+    max_idle: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        if self.max_idle < 0:
+            raise ValueError("max_idle must be >= 0")
+        if self.idle_timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError("timeouts must be > 0")
+
+
+_DEFAULT_SETTINGS = PoolSettings()
+
+
+# -- header rules shared by the request and response paths (RFC 9110 section 7.6.1) --------
+
+#: always hop-by-hop, never forwarded either way
+HOP_BY_HOP = frozenset((
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authenticate", "proxy-authorization",
+))
+
+#: set by the gateway itself on the way to the upstream
+REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-forwarded-for", "x-forwarded-proto",
+                             "x-forwarded-port", "x-forwarded-host", "forwarded"}
+
+#: dropped from upstream responses: hop-by-hop, and Content-Length (the server recomputes framing)
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
+
+
+def connection_tokens(headers) -> frozenset | None:
+    """Names listed in Connection headers (lower-case), or None when there is none."""
+    toks = None
+    for k, v in headers:
+        if len(k) == 10 and k.lower() == "connection":
+            if toks is None:
+                toks = set()
+            for t in v.split(","):
+                t = t.strip().lower()
+                if t:
+                    toks.add(t)
+    return frozenset(toks) if toks is not None else None
+
+
+def strip_request(headers, named, drop=REQUEST_DROP) -> list:
+    """Client headers minus hop-by-hop ones, those named in Connection (``named``, from
+    :func:`connection_tokens`), and those the gateway sets itself (names are lower-case
+    here, as both front ends give them)."""
+    if named:
+        return [(k, v) for k, v in headers if k not in drop and k not in named]
+    return [(k, v) for k, v in headers if k not in drop]
+
+
+def strip_response(headers) -> list:
+    """Upstream response headers minus hop-by-hop ones and those named in Connection, and
+    minus Content-Length (the server recomputes framing)."""
+    named = connection_tokens(headers)
+    out = []
+    drop = _RESPONSE_DROP
+    for k, v in headers:
+        lk = k.lower()
+        if lk in drop or (named is not None and lk in named):
+            continue
+        out.append((k, v))
+    return out
+
+
+def outgoing_headers(headers, host_value, peer_ip, scheme, fwd_port) -> list:
+    """The headers sent upstream for a client request's (lower-case) ``headers``: hop-by-hop
+    ones and those named in Connection stripped, then Host, X-Forwarded-For (the client's
+    chain plus ``peer_ip``), X-Forwarded-Proto and X-Forwarded-Port set by the gateway."""
+    named = connection_tokens(headers)
+    drop = REQUEST_DROP
+    keep_xff = named is None or "x-forwarded-for" not in named
+    xff = None
+    out = []
+    for k, v in headers:
+        if k in drop:
+            if keep_xff and k == "x-forwarded-for":
+                xff = v if xff is None else xff + ", " + v
+            continue
+        if named is not None and k in named:
+            continue
+        out.append((k, v))
+    out.append(("host", host_value))
+    out.append(("x-forwarded-for", xff + ", " + peer_ip if xff else peer_ip))
+    out.append(("x-forwarded-proto", scheme))
+    out.append(("x-forwarded-port", fwd_port))
+    return out
+
+
+def encode_head(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    framing: str,
+) -> bytes:
+    """Request line + headers + the framing header, latin-1, ready to write.
+
+    ``framing`` is the already formatted framing header line(s) (``""`` for none).
+    Caller-supplied Content-Length / Transfer-Encoding are dropped: the body we are
+    given decides the framing. CR or LF inside any name or value is refused
+    (header injection), as is whitespace in the request target.
+    """
+    parts = [f"{n}: {v}\r\n" for n, v in headers if len(n) not in _FRAMING_LEN or n.lower() not in _FRAMING]
+    lines = "".join(parts)
+    # Each part ends in its own CRLF; any other CR or LF is an injection attempt.
+    # Counted at C speed over the joined block instead of checking every value.
+    count = len(parts)
+    if lines.count("\n") != count or lines.count("\r") != count:
+        raise ValueError("CR or LF in a request header")
+    if " " in target or "\r" in target or "\n" in target or not target:
+        raise ValueError("invalid request target")
+    if method not in _KNOWN_METHODS and not _TOKEN.fullmatch(method):
+        raise ValueError("invalid request method")
+    return f"{method} {target} HTTP/1.1\r\n{lines}{framing}\r\n".encode("latin-1")
+
+
+class UpstreamPool:
+    """Pooled HTTP/1.1 client for one target. Create on the event loop that uses it."""
+
+    __slots__ = (
+        "host",
+        "port",
+        "unix_path",
+        "settings",
+        "source_address",
+        "_loop",
+        "_idle",
+        "_open",
+        "_in_use",
+        "_waiters",
+        "_closed",
+        "_sweeper",
+        "_conns",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        unix_path: str | None = None,
+        settings: PoolSettings = _DEFAULT_SETTINGS,
+        source_address: tuple[str, int] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.unix_path = unix_path
+        self.settings = settings
+        self.source_address = source_address
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: list[Connection] = []  # oldest first; reuse takes the newest (warm)
+        self._open = 0  # slots held: connecting + idle + in use
+        self._in_use = 0
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._closed = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._conns: set[Connection] = set()
+
+    def __repr__(self) -> str:
+        where = f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
+        return f"<UpstreamPool {where} {self.stats()}>"
+
+    def stats(self) -> dict[str, int]:
+        idle = len(self._idle)
+        return {
+            "open": self._open,
+            "idle": idle,
+            "in_use": self._in_use,
+            "connecting": self._open - idle - self._in_use,
+            "waiting": sum(1 for w in self._waiters if not w.done()),
+        }
+
+    # -- the request ------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+        *,
+        timeout: float,
+        body_length: int | None = None,
+        read_timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send one request; return once the final response head has arrived.
+
+        ``timeout`` bounds everything up to the response head (waiting for a slot,
+        connecting, sending the body, waiting); ``read_timeout`` (default: ``timeout``)
+        bounds each wait for body bytes afterwards.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._closed:
+            raise ConnectError("pool is closed", kind="closed")
+        deadline = loop.time() + timeout
+
+        if body is None:
+            framing = "Content-Length: 0\r\n" if method in _BODY_METHODS else ""
+            replayable = True
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            framing = f"Content-Length: {len(body)}\r\n"
+            replayable = True
+        else:
+            framing = "Transfer-Encoding: chunked\r\n" if body_length is None else f"Content-Length: {body_length}\r\n"
+            replayable = False  # unless send() fails before pulling from it
+        head = encode_head(method, target, headers, framing)
+        is_head = method == "HEAD"
+        rt = timeout if read_timeout is None else read_timeout
+
+        conn = await self._acquire(loop, deadline, False)
+        try:
+            return await conn.send(head, body, body_length, is_head, deadline, rt)
+        except ResetError as e:
+            # Stale keep-alive race: the server closed an idle connection just as we
+            # reused it. Retry once on a new connection if no response byte came back
+            # and the body can be sent again (bytes, or a stream not yet touched).
+            # A request that may have reached the server is replayed only when it is
+            # idempotent (RFC 9110 9.2.2): a POST the server got and then reset must not
+            # run twice.
+            if e.request_sent and (
+                conn.requests <= 1 or e.response_started or (not replayable and conn.body_pulled)
+                or method not in _IDEMPOTENT
+            ):
+                raise
+        conn = await self._acquire(loop, deadline, True)
+        return await conn.send(head, body, body_length, is_head, deadline, rt)
+
+    # -- slots and connections ------------------------------------------------------
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float, fresh: bool) -> Connection:
+        if not fresh:
+            idle = self._idle
+            while idle:
+                conn = idle.pop()
+                if loop.time() - conn.idle_since < self.settings.idle_timeout:
+                    conn.state = ACTIVE
+                    self._in_use += 1
+                    return conn
+                conn.state = DETACHED
+                conn._close()
+        if self._open < self.settings.max_connections:
+            self._open += 1
+            return await self._connect(loop, deadline)
+        # All slots busy: wait for a released connection or a freed slot.
+        fut: asyncio.Future[Connection | None] = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_at(deadline, self._waiter_timeout, fut)
+        try:
+            conn_or_slot = await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                got = fut.result()
+                if got is None:
+                    self._slot_freed()
+                else:
+                    self._release(got)
+            raise
+        finally:
+            timer.cancel()
+        if conn_or_slot is None:
+            if self._closed:
+                self._slot_freed()
+                raise ConnectError("pool is closed", kind="closed")
+            return await self._connect(loop, deadline)
+        if conn_or_slot.state != ACTIVE:
+            # handed over, then closed by the peer before we ran: its slot went to
+            # the next waiter; queue again (bounded by the same deadline)
+            return await self._acquire(loop, deadline, fresh)
+        return conn_or_slot
+
+    def _waiter_timeout(self, fut: asyncio.Future[Connection | None]) -> None:
+        if not fut.done():
+            try:
+                self._waiters.remove(fut)
+            except ValueError:  # pragma: no cover
+                pass
+            fut.set_exception(UpstreamTimeout("timed out waiting for a free upstream connection", kind="pool_timeout"))
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> Connection:
+        """Open a connection in an already reserved slot."""
+        conn = Connection(self, loop)
+        remaining = deadline - loop.time()
+        ct = self.settings.connect_timeout
+        limit = ct if ct < remaining else remaining
+        try:
+            if limit <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(limit):
+                if self.unix_path is not None:
+                    await loop.create_unix_connection(lambda: conn, self.unix_path)
+                else:
+                    await loop.create_connection(
+                        lambda: conn, self.host, self.port, local_addr=self.source_address
+                    )
+        except TimeoutError:
+            self._connect_failed(conn)
+            if ct < remaining:
+                raise ConnectError("connect timeout", kind="connect_timeout") from None
+            raise UpstreamTimeout("integration timeout expired while connecting") from None
+        except OSError as e:
+            self._connect_failed(conn)
+            raise ConnectError(f"connect failed: {e}") from None
+        except BaseException:
+            self._connect_failed(conn)
+            raise
+        if conn.state == CLOSED:  # closed already between connect and now
+            raise ConnectError("connection closed right after connect", kind="connect")
+        conn.state = ACTIVE
+        self._in_use += 1
+        self._conns.add(conn)
+        return conn
+
+    def _connect_failed(self, conn: Connection) -> None:
+        t = conn.transport
+        conn.state = CLOSED
+        conn._slot = False
+        if t is not None:
+            t.abort()
+        self._slot_freed()
+
+    def _release(self, conn: Connection) -> None:
+        """A connection (ACTIVE) finished a keep-alive response: hand it on or park it."""
+        if self._closed:
+            conn._close()
+            return
+        waiters = self._waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(conn)  # stays ACTIVE, still counted in use
+                return
+        self._in_use -= 1
+        loop = conn.loop
+        conn.state = IDLE
+        conn.idle_since = loop.time()
+        idle = self._idle
+        idle.append(conn)
+        if len(idle) > self.settings.max_idle:
+            old = idle.pop(0)
+            old.state = DETACHED
+            old._close()
+        if self._sweeper is None and idle:
+            self._sweeper = loop.call_at(idle[0].idle_since + self.settings.idle_timeout, self._sweep)
+
+    def _discard(self, conn: Connection, prev: int) -> None:
+        """A connection closed (by us or the peer) while in state ``prev``: free its slot once."""
+        if not conn._slot:
+            return
+        conn._slot = False
+        self._conns.discard(conn)
+        if prev == ACTIVE:
+            self._in_use -= 1
+        elif prev == IDLE:
+            try:
+                self._idle.remove(conn)
+            except ValueError:  # pragma: no cover
+                pass
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        self._open -= 1
+        waiters = self._waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                self._open += 1
+                w.set_result(None)
+                return
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        idle = self._idle
+        if not idle:
+            return
+        loop = idle[0].loop
+        cutoff = loop.time() - self.settings.idle_timeout
+        while idle and idle[0].idle_since <= cutoff:
+            conn = idle.pop(0)
+            conn.state = DETACHED
+            conn._close()
+        if idle:
+            self._sweeper = loop.call_at(idle[0].idle_since + self.settings.idle_timeout, self._sweep)
+
+    async def close(self) -> None:
+        """Stop accepting requests, close idle connections now and in-use ones when
+        their response is done; waiting requests fail with ConnectError."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        waiters = self._waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_exception(ConnectError("pool is closed", kind="closed"))
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            conn.state = DETACHED
+            conn._close()
+        # Let the transports finish closing before the loop may go away.
+        await asyncio.sleep(0)
+
