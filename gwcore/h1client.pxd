@@ -30,6 +30,7 @@ cdef class UpstreamResponse:
     cdef public _Body _b
 
     cpdef bint has_body(self)
+    cpdef object body_now(self)
 
 
 cdef class Connection:
@@ -88,6 +89,7 @@ cdef class UpstreamPool:
     cdef public object _sweeper
     cdef public set _conns
 
+    cpdef Connection _take_idle(self, object loop)
     cpdef _waiter_timeout(self, object fut)
     cpdef _connect_failed(self, Connection conn)
     cpdef _release(self, Connection conn)

@@ -198,6 +198,16 @@ class UpstreamResponse:
     def __anext__(self) -> Awaitable[bytes]:
         return self._b.__anext__()
 
+    def body_now(self):
+        """The whole body when it has already arrived in full (the connection is then back
+        in the pool), without awaiting; None when it has not (use :meth:`read`)."""
+        b = self._b
+        if b._done and b._exc is None:
+            if not b._chunks:
+                return b""
+            return b._take()
+        return None
+
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body. More than ``limit`` bytes -> ResponseTooLarge (connection closed)."""
         b = self._b
@@ -911,7 +921,9 @@ class UpstreamPool:
         is_head = method == "HEAD"
         rt = timeout if read_timeout is None else read_timeout
 
-        conn = await self._acquire(loop, deadline, False)
+        conn = self._take_idle(loop)
+        if conn is None:
+            conn = await self._acquire(loop, deadline, False)
         try:
             return await conn.send(head, body, body_length, is_head, deadline, rt)
         except ResetError as e:
@@ -931,17 +943,25 @@ class UpstreamPool:
 
     # -- slots and connections ------------------------------------------------------
 
+    def _take_idle(self, loop):
+        """The most recently used idle connection that has not outlived the idle timeout,
+        now ACTIVE; None when there is none (stale ones met on the way are closed)."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if loop.time() - conn.idle_since < self.settings.idle_timeout:
+                conn.state = ACTIVE
+                self._in_use += 1
+                return conn
+            conn.state = DETACHED
+            conn._close()
+        return None
+
     async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float, fresh: bool) -> Connection:
         if not fresh:
-            idle = self._idle
-            while idle:
-                conn = idle.pop()
-                if loop.time() - conn.idle_since < self.settings.idle_timeout:
-                    conn.state = ACTIVE
-                    self._in_use += 1
-                    return conn
-                conn.state = DETACHED
-                conn._close()
+            conn = self._take_idle(loop)
+            if conn is not None:
+                return conn
         if self._open < self.settings.max_connections:
             self._open += 1
             return await self._connect(loop, deadline)

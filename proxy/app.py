@@ -148,8 +148,8 @@ class GatewayApp:
                       start_ns, _time(), self.max_body)
         await self.serve(proto, req)
 
-    async def serve_native(self, ex, peer: str):
-        """The native front end's entry (gwcore.http1.Exchange)."""
+    def serve_native(self, ex, peer: str):
+        """The native front end's entry (gwcore.http1.Exchange): returns the coroutine to await."""
         start_ns = _perf_ns()
         client = peer
         headers = ex.headers
@@ -162,7 +162,7 @@ class GatewayApp:
             client = self.trusted.resolve(peer, xff)
         req = Request(ex, ex.method, ex.path, ex.query, headers, client, peer, "http", ex.host,
                       ex.http_version, new_request_id(), start_ns, _time(), self.max_body)
-        await self.serve(ex, req)
+        return self.serve(ex, req)   # the coroutine the front end awaits (one, not two)
 
     async def serve(self, proto, req: Request):
         try:
@@ -172,7 +172,10 @@ class GatewayApp:
         except Exception:
             log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
             resp = gateway_response(500, "Internal server error")
-        await self.respond(proto, req, resp)
+        if resp.stream is None and resp.on_close is None and not self.access_log:
+            self._respond_now(proto, req, resp)
+        else:
+            await self.respond(proto, req, resp)
 
     async def handle(self, req: Request) -> Response:
         cl = req.header("content-length")
@@ -209,19 +212,26 @@ class GatewayApp:
             return gateway_response(404, "Not Found")
         return gateway_response(403, "Missing Authentication Token")
 
-    async def respond(self, proto, req: Request, resp: Response) -> None:
+    def _respond_now(self, proto, req: Request, resp: Response) -> None:
+        """A whole (not streamed) response with nothing to release afterwards."""
         headers = resp.headers
         headers.append((self.rid_header, req.request_id))
         status = resp.status
+        if status == 204 or status == 304 or (req.method == "HEAD" and not resp.body):
+            # a proxied HEAD answer carries the upstream's content-length header
+            proto.response_empty(status, headers)
+        else:
+            # HEAD: the front end sends the head only, with the body's length
+            proto.response_bytes(status, headers, resp.body)
+
+    async def respond(self, proto, req: Request, resp: Response) -> None:
+        headers = resp.headers
+        status = resp.status
         try:
             if resp.stream is None:
-                if status == 204 or status == 304 or (req.method == "HEAD" and not resp.body):
-                    # a proxied HEAD answer carries the upstream's content-length header
-                    proto.response_empty(status, headers)
-                else:
-                    # HEAD: the front end sends the head only, with the body's length
-                    proto.response_bytes(status, headers, resp.body)
+                self._respond_now(proto, req, resp)
             else:
+                headers.append((self.rid_header, req.request_id))
                 await self._stream(proto, req, resp, headers)
         finally:
             if resp.on_close is not None:

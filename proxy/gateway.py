@@ -253,8 +253,10 @@ def _build_route(rb: RouteBuild, features, integrations):
 
 
 def _chain(stage, nxt):
-    async def handler(req):
-        return await stage(req, nxt)
+    # returns the stage's own coroutine (awaited by the caller): one coroutine per stage,
+    # not two
+    def handler(req):
+        return stage(req, nxt)
     handler.__qualname__ = getattr(stage, "__qualname__", "stage")
     return handler
 

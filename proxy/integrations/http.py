@@ -173,6 +173,11 @@ async def _relay(req, resp, close):
             out_headers.append(("content-length", str(resp.content_length)))
         return Response(resp.status, out_headers, b"")
     if resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
+        data = resp.body_now()   # the common case: the body came with the head
+        if data is not None:
+            if close != resp.aclose:   # nothing to release for a plain pool's finished response
+                await close()
+            return Response(resp.status, out_headers, data)
         try:
             data = await resp.read()
         except UpstreamTimeout:
