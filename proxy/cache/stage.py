@@ -143,12 +143,31 @@ class CacheStage:
                 return None
             c2 = _with_vary(canon, e.names, headers)
             e2 = await self._get(self.kprefix + _digest(c2), now)
-            if e2 is None or type(e2) is not Entry or e2.canon != c2:
-                return None
-            return e2
+            return self._vary_hit(e2, c2)
         if e.canon != canon:
             return None
         return e
+
+    def _lookup_now(self, key: bytes, canon: bytes, headers, now: float):
+        """_lookup for a store answering synchronously (memory): no coroutine per hit."""
+        get = self.store.get
+        e = get(key, now)
+        if e is None:
+            return None
+        if type(e) is VaryEntry:
+            if e.canon != canon:
+                return None
+            c2 = _with_vary(canon, e.names, headers)
+            return self._vary_hit(get(self.kprefix + _digest(c2), now), c2)
+        if e.canon != canon:
+            return None
+        return e
+
+    @staticmethod
+    def _vary_hit(e2, c2: bytes):
+        if e2 is None or type(e2) is not Entry or e2.canon != c2:
+            return None
+        return e2
 
     @staticmethod
     def _matches(e: Entry, canon: bytes, headers) -> bool:
@@ -190,7 +209,10 @@ class CacheStage:
         key = self.kprefix + _digest(canon)
         inflight = self.inflight
         if not refresh:
-            e = await self._lookup(key, canon, req.headers, _now())
+            if self.sync:
+                e = self._lookup_now(key, canon, req.headers, _now())
+            else:
+                e = await self._lookup(key, canon, req.headers, _now())
             if e is not None:
                 return self._answer(e, req)
             fut = inflight.get(key)
