@@ -13,7 +13,8 @@ both, so that p99 is compared at the same load: ``auto`` (the default) offers ha
 gwproxy's median saturation rate for that scenario, capped at what the Python client can
 schedule on time (``--fixed-rate-cap`` per ``--client-procs``); rounds where the schedule
 was not met are flagged "(saturated)" in the table. Medians over rounds; the ratio is
-gwproxy/nginx. ``--readme`` rewrites the table between the BENCH markers in README.md.
+gwproxy/nginx. ``--readme`` rewrites the table between the BENCH markers in README.md
+(``--readme-block BENCH-CORES`` the one for a worker per core).
 
 Scenarios: ``plain`` here; feature modules add theirs (loadtests/bench_*.py, each a
 ``scenarios(backend, root)`` returning dicts); ``mix`` combines them (one API per
@@ -214,6 +215,9 @@ def main(argv=None) -> int:
                          "client process keeps its schedule up to ~6-7k req/s on this machine)")
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's benchmark table")
+    ap.add_argument("--readme-block", default="BENCH",
+                    help="which table: the one between <!-- NAME:START --> and <!-- NAME:END --> "
+                         "(README has BENCH for one worker each, BENCH-CORES for one per core)")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = ap.parse_args(argv)
     for tool in ("nginx", "wrk"):
@@ -316,7 +320,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     if args.readme:
-        write_readme(table)
+        write_readme(table, args.readme_block)
     return 0
 
 
@@ -383,9 +387,9 @@ def render(results: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
+def write_readme(table: str, block: str = "BENCH") -> None:
     readme = ROOT / "README.md"
-    start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
+    start, end = f"<!-- {block}:START -->", f"<!-- {block}:END -->"
     if not readme.exists():
         print("README.md not found: table not written", file=sys.stderr)
         return
