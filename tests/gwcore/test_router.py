@@ -442,6 +442,162 @@ def test_large_table_and_long_paths(rt):
     assert r.match("GET", "/s2000/items/5") == (NF, None, None)
 
 
+# ---------------------------------------------------------------- fast paths vs the walk
+#
+# Routes whose template is all static are also found by one lookup of the raw path, and
+# the compiled twin indexes static children in its own tables (scanned up to 8, hashed
+# above), built lazily after add(). These tests fail if a fast path and the general walk
+# disagree. A path with a percent-encoded character never takes the whole-path lookup
+# (templates hold no "%"), so it is the general path's answer for the same decoded path.
+
+def _encode_one(path):
+    """path with its first letter percent-encoded: same decoded path, general path only."""
+    for i, ch in enumerate(path):
+        if ch.isascii() and ch.isalnum():
+            return f"{path[:i]}%{ord(ch):02X}{path[i + 1:]}"
+    return None
+
+
+SHARED_PREFIX = [
+    "GET /a/b",
+    "POST /a/{x}",
+    "ANY /a/{x}/c",
+    "GET /a/b/c",
+    "PUT /s",
+    "GET /s/{x}",
+    "GET /",
+    "HEAD /h",
+    "ANY /h/{rest+}",
+    "GET /café/x y",
+]
+
+
+@pytest.mark.parametrize("method,path,status,spec,params", [
+    ("GET", "/a/b", M, "GET /a/b", {}),
+    ("GET", "/a/b/", M, "GET /a/b", {}),
+    ("GET", "/a/%62", M, "GET /a/b", {}),
+    ("POST", "/a/b", M, "POST /a/{x}", {"x": "b"}),        # static node lacks POST: backtrack
+    ("POST", "/a/b/", M, "POST /a/{x}", {"x": "b"}),
+    ("POST", "/a/%62", M, "POST /a/{x}", {"x": "b"}),
+    ("PUT", "/a/b", NA, None, None),                       # path known, method not
+    ("GET", "/a/b//", NF, None, None),
+    ("GET", "/a//b", NF, None, None),
+    ("GET", "/a/b/c", M, "GET /a/b/c", {}),
+    ("POST", "/a/b/c", M, "ANY /a/{x}/c", {"x": "b"}),
+    ("GET", "/a/z/c", M, "ANY /a/{x}/c", {"x": "z"}),
+    ("PUT", "/s", M, "PUT /s", {}),
+    ("GET", "/s", NA, None, None),
+    ("GET", "/s/", NA, None, None),
+    ("GET", "/s/t", M, "GET /s/{x}", {"x": "t"}),
+    ("GET", "/", M, "GET /", {}),
+    ("POST", "/", NA, None, None),
+    ("GET", "//", NF, None, None),
+    ("HEAD", "/h", M, "HEAD /h", {}),
+    ("GET", "/h", NA, None, None),                         # greedy needs >= 1 segment
+    ("GET", "/h/", NA, None, None),
+    ("GET", "/h/h", M, "ANY /h/{rest+}", {"rest": "h"}),
+    ("GET", "/café/x y", M, "GET /café/x y", {}),
+    ("GET", "/café/x y/", M, "GET /café/x y", {}),
+    ("GET", "/caf%C3%A9/x%20y", M, "GET /café/x y", {}),
+    ("GET", "/CAFÉ/x y", NF, None, None),
+    ("GET", "/a/b\\", BAD, None, None),
+    ("GET", "/a/b/.", BAD, None, None),
+    ("GET", "/a/b/%2e", BAD, None, None),
+])
+def test_static_fast_path_agrees_with_the_walk(rt, method, path, status, spec, params):
+    r = build(rt, SHARED_PREFIX)
+    assert r.match(method, path) == (status, spec, params)
+    enc = _encode_one(path)
+    if enc is not None and status != BAD:
+        assert r.match(method, enc) == (status, spec, params), enc
+
+
+def test_static_fast_path_with_default_and_str_subclass(rt):
+    class S(str):
+        pass
+    r = build(rt, SHARED_PREFIX, default="DEFAULT")
+    assert r.match("PUT", "/a/b") == (M, "DEFAULT", {})
+    assert r.match("GET", S("/a/b")) == (M, "GET /a/b", {})
+    assert r.match("POST", S("/a/b/")) == (M, "POST /a/{x}", {"x": "b"})
+    assert r.match(S("GET"), "/a/b") == (M, "GET /a/b", {})
+
+
+def test_matching_between_adds_sees_every_route(rt):
+    # the compiled twin indexes a node's static children lazily; crossing from a scanned
+    # table (<= 8 children) to a hashed one happens between matches here
+    r = rt.Router()
+    for i in range(40):
+        r.add("GET", f"/k{i}", i)
+        r.add("GET", f"/k{i}/{{id}}", -i)
+        for j in range(i + 1):
+            assert r.match("GET", f"/k{j}") == (M, j, {}), (i, j)
+            assert r.match("GET", f"/%6B{j}") == (M, j, {}), (i, j)
+            assert r.match("GET", f"/k{j}/z") == (M, -j, {"id": "z"}), (i, j)
+        assert r.match("GET", f"/k{i + 1}") == (NF, None, None)
+        assert r.match("GET", f"/k{i}0x") == (NF, None, None)
+    r.freeze()
+    assert r.match("GET", "/k39/q") == (M, -39, {"id": "q"})
+
+
+def test_many_static_children_with_similar_names(rt):
+    names = [f"n{i}" for i in range(500)] + ["", "x" * 7, "x" * 8, "x" * 9, "x" * 17, "é" * 5]
+    names = [n for n in names if n]
+    r = rt.Router()
+    for n in names:
+        r.add("GET", f"/t/{n}/end", n)
+    r.add("GET", "/t/{other}/end", "param")
+    r.freeze()
+    for n in names:
+        assert r.match("GET", f"/t/{n}/end") == (M, n, {})
+    for miss in ("n500", "n", "x" * 10, "x" * 16, "é" * 4, "N1", "n01"):
+        assert r.match("GET", f"/t/{miss}/end") == (M, "param", {"other": miss})
+
+
+def test_long_and_percent_encoded_paths(rt):
+    # more segments / bytes than the compiled twin keeps on the C stack
+    r = build(rt, ["ANY /g/{rest+}", "GET /p/{a}/{b}"])
+    segs = [f"s%20{i}" for i in range(100)]
+    assert r.match("GET", "/g/" + "/".join(segs) + "/") == (
+        M, "ANY /g/{rest+}", {"rest": "/".join(f"s {i}" for i in range(100))})
+    long = "%C3%A9" * 200
+    assert r.match("GET", f"/p/{long}/x") == (M, "GET /p/{a}/{b}", {"a": "é" * 200, "b": "x"})
+    assert r.match("GET", "/g/" + "/".join(segs) + "/%2e%2e") == (BAD, None, None)
+    assert r.match("GET", "/g/" + "a/" * 40 + "%ZZ") == (BAD, None, None)
+    assert r.match("GET", "/g/" + "a/" * 40 + "/b") == (NF, None, None)
+
+
+def _expect_decoded(raw: bytes):
+    """What a single percent-encoded segment should give: its str, or None for BAD_PATH."""
+    try:
+        dec = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if dec in (".", "..") or any(ch in "/\\" or ord(ch) < 0x20 or ord(ch) == 0x7F
+                                 for ch in dec):
+        return None
+    return dec
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(
+    st.binary(min_size=1, max_size=8),
+    st.text(min_size=1, max_size=4).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.lists(st.sampled_from([b"\xc2", b"\xdf", b"\xe0", b"\xed", b"\xef", b"\xf0", b"\xf4",
+                              b"\xf5", b"\x80", b"\x8f", b"\x90", b"\x9f", b"\xa0", b"\xbf",
+                              b"\xc0", b"a"]), min_size=1, max_size=5).map(b"".join),
+))
+def test_percent_decoding_follows_pythons_strict_utf8(raw):
+    expected = _expect_decoded(raw)
+    path = "/p/" + "".join(f"%{b:02X}" for b in raw)
+    for name, mod in TWINS:
+        r = build(mod, ["GET /p/{v}"])
+        got = r.match("GET", path)
+        if expected is None:
+            assert got == (BAD, None, None), (name, raw)
+        else:
+            assert got == (M, "GET /p/{v}", {"v": expected}), (name, raw)
+
+
 # ---------------------------------------------------------------- twins agree (property)
 
 METHODS = ["GET", "POST", "HEAD", "ANY"]
@@ -637,3 +793,24 @@ def test_load_picks_the_expected_twin():
         assert mod is IMPLS["python"]
     else:
         assert mod is IMPLS["cython"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=route_tables())
+def test_whole_path_lookup_agrees_with_the_walk(table):
+    # every all-static route, with and without a trailing "/", for every method: the same
+    # answer whether the raw path (whole-path lookup) or an encoded twin of it (walk) is
+    # matched, on both twins
+    routes, default = table
+    for name, mod in TWINS:
+        r, outcomes = _apply(mod, routes, default)
+        for (_, template), outcome in zip(routes, outcomes):
+            if outcome is not None or "{" in template:
+                continue
+            for path in {template, template.rstrip("/") + "/"}:
+                enc = _encode_one(path)
+                if enc is None:
+                    continue
+                for method in METHODS + ["PUT"]:
+                    assert r.match(method, path) == r.match(method, enc), (
+                        name, method, path, enc, routes, default)
