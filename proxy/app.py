@@ -14,10 +14,11 @@ import os
 import sys
 import time
 import traceback
+from typing import Awaitable
 
 import gwcore
 
-from .context import BodyTooLarge, Request, Response, gateway_response, new_request_id
+from .context import BodyTooLarge, Request, Response, answered, gateway_response, new_request_id
 from .gateway import Gateway
 
 log = logging.getLogger("gwproxy")
@@ -177,16 +178,17 @@ class GatewayApp:
         else:
             await self.respond(proto, req, resp)
 
-    async def handle(self, req: Request) -> Response:
+    def handle(self, req: Request) -> Awaitable[Response]:
+        """The route's handler coroutine, or an already decided answer (awaitable either way)."""
         cl = req.header("content-length")
         if cl is not None:
             if not cl.isdigit():
-                return gateway_response(400, "Bad Request")
+                return answered(gateway_response(400, "Bad Request"))
             if int(cl) > self.max_body:
-                return gateway_response(413, "Request Entity Too Large")
+                return answered(gateway_response(413, "Request Entity Too Large"))
         api, stage, rest = self.gw.resolve(req.host, req.path)
         if stage is None:
-            return self._not_found(api, req)
+            return answered(self._not_found(api, req))
         req.api = stage.api
         req.stage = stage
         # granian hands over the already percent-decoded path (RSGI has no raw path), and the
@@ -197,11 +199,11 @@ class GatewayApp:
         status, route, params = stage.router.match(req.method, rest)
         if status != MATCH:
             if status == BAD_PATH and (api.gate is None or api.gate(req.client_ip)):
-                return gateway_response(400, "Bad Request")
-            return self._not_found(api, req)
+                return answered(gateway_response(400, "Bad Request"))
+            return answered(self._not_found(api, req))
         req.route = route
         req.path_params = params
-        return await route.handler(req)
+        return route.handler(req)
 
     @staticmethod
     def _not_found(api, req):

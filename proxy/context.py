@@ -157,7 +157,15 @@ def gateway_response(status: int, message: str, headers: list | None = None) -> 
     return r
 
 
-#: a pipeline stage: answers, or calls the next handler and returns what it returns
+async def answered(resp: Response) -> Response:
+    """An already decided answer as an awaitable: for a stage written as a plain function
+    that returns the next stage's coroutine on the way through (no coroutine of its own)."""
+    return resp
+
+
+#: a pipeline stage: answers, or calls the next handler and returns what it returns.
+#: Either ``async def``, or a plain function returning an awaitable (``nxt(req)`` itself,
+#: or ``answered(resp)``): the callers only await what they get.
 Handler = Callable[[Request], Awaitable[Response]]
 Stage = Callable[[Request, Handler], Awaitable[Response]]
 

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 
 import gwcore
 
-from .context import gateway_response
+from .context import answered, gateway_response
 from .state import UNAVAILABLE
 
 __all__ = ["SERVICE_NAME", "build_service", "build_stage", "check", "admin_routes",
@@ -384,21 +384,23 @@ def build_stage(rb):
         take_now = svc.store.take_now
         buckets = static
 
-        async def throttle(req, nxt):
+        # plain functions returning the next stage's coroutine (or a finished one): no
+        # coroutine of their own on the way through
+        def throttle(req, nxt):
             failed, wait = take_now(buckets)
             if failed < 0:
-                return await nxt(req)
+                return nxt(req)
             svc.throttled += 1
-            return too_many(wait)
+            return answered(too_many(wait))
     elif store_local:
         take_now = svc.store.take_now
 
-        async def throttle(req, nxt):
+        def throttle(req, nxt):
             buckets, counters, at, qend = decide_args(req)
             failed, wait = take_now(buckets, counters, 1.0, at)
             if failed < 0:
-                return await nxt(req)
-            return await answer(req, nxt, failed, wait, buckets, counters, qend)
+                return nxt(req)
+            return answer(req, nxt, failed, wait, buckets, counters, qend)
     else:
         store = svc.store
 

@@ -3,6 +3,7 @@ configured rate for the whole node (not twice over). A real server, real sockets
 from __future__ import annotations
 
 import json
+import time
 
 import psutil
 import pytest
@@ -44,9 +45,30 @@ def _worker_cpu(proc: psutil.Process) -> dict[int, float]:
     return out
 
 
+def _wait_listening(root: psutil.Process, port: int, n: int, timeout: float = 20.0) -> None:
+    """Wait until ``n`` worker processes listen on ``port``: the port answers as soon as the
+    first one does, and keep-alive connections opened before the second listens would all
+    stay on the first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listening = 0
+        for c in root.children(recursive=True):
+            try:
+                if any(k.status == psutil.CONN_LISTEN and k.laddr.port == port
+                       for k in c.net_connections(kind="tcp")):
+                    listening += 1
+            except psutil.Error:
+                pass
+        if listening >= n or time.monotonic() > deadline:
+            assert listening >= n, f"{listening} of {n} workers listening"
+            return
+        time.sleep(0.05)
+
+
 def test_two_workers_hold_the_node_wide_rate():
     with GatewayProcess(CONFIG, workers=2, admin=True) as gw:
         root = psutil.Process(gw.proc.pid)
+        _wait_listening(root, gw.port, 2)
         before = _worker_cpu(root)
         counts = hammer([("127.0.0.1", gw.port)], "/prod/limited", SECONDS, conns=16)
         after = _worker_cpu(root)
