@@ -54,6 +54,8 @@ cdef class Connection:
     cdef public Py_ssize_t max_header
     cdef public Py_ssize_t head_bytes
     cdef public object pending_reject
+    cdef public object _next
+    cdef public Exchange _handoff
 
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)

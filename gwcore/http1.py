@@ -308,7 +308,7 @@ class Connection:
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
                  "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
-                 "pending_reject")
+                 "pending_reject", "_next", "_handoff")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
@@ -334,6 +334,8 @@ class Connection:
         self.max_header = server.max_header_bytes
         self.head_bytes = 0
         self.pending_reject: tuple | None = None   # (status, message) after earlier answers
+        self._next: asyncio.Future | None = None   # the task waits here for the next request
+        self._handoff: Exchange | None = None      # next request, started from inside the task
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -346,6 +348,11 @@ class Connection:
     def connection_lost(self, exc):
         self.closed = True
         self.server.connections.discard(self)
+        w = self._next
+        if w is not None:
+            self._next = None
+            if not w.done():
+                w.set_result(None)      # the connection's task ends
         for ex in (self.current, self.parsing, *self.queue):
             if ex is not None:
                 ex._fail()
@@ -511,24 +518,48 @@ class Connection:
                 self._answer_plain(ex, 400, "Bad Request")
             self._finished(ex, True)
             return
-        self.task = self.loop.create_task(self._run(ex))
+        w = self._next
+        if w is not None:                   # the connection's task waits for this request
+            self._next = None
+            w.set_result(ex)
+        elif self.task is not None:         # called from inside the task (a pipelined request)
+            self._handoff = ex
+        else:
+            self.task = self.loop.create_task(self._serve(ex))
 
-    async def _run(self, ex: Exchange):
-        ok = True
+    async def _serve(self, ex: Exchange):
+        """The connection's task: answers its requests one after another and waits for the
+        next one in between (one task per connection, not one per request: a request on a
+        kept-alive connection costs a future's wake-up instead of a new task)."""
         try:
-            await self.app.serve_native(ex, self.peer)
-            if not ex.started:
-                self._answer_plain(ex, 500, "Internal server error")
-            elif not ex._end():
-                ok = False
-        except BaseException as e:
-            ok = False
-            if not ex.started and not self.closed and not isinstance(e, asyncio.CancelledError):
-                self._answer_plain(ex, 500, "Internal server error")
+            while ex is not None:
                 ok = True
-            if not isinstance(e, (Exception, asyncio.CancelledError)):
-                raise
-        self._finished(ex, ok)
+                try:
+                    await self.app.serve_native(ex, self.peer)
+                    if not ex.started:
+                        self._answer_plain(ex, 500, "Internal server error")
+                    elif not ex._end():
+                        ok = False
+                except BaseException as e:
+                    ok = False
+                    if not ex.started and not self.closed and not isinstance(e, asyncio.CancelledError):
+                        self._answer_plain(ex, 500, "Internal server error")
+                        ok = True
+                    if not isinstance(e, (Exception, asyncio.CancelledError)):
+                        raise
+                self._finished(ex, ok)
+                ex = self._handoff
+                if ex is not None:
+                    self._handoff = None
+                    continue
+                if self.closed:
+                    break
+                w = self._next = self.loop.create_future()
+                ex = await w
+        finally:
+            self.task = None
+            self._next = None
+            self._handoff = None
 
     def _answer_plain(self, ex: Exchange, status: int, message: str):
         ex.keep_alive = False
@@ -536,7 +567,6 @@ class Connection:
 
     def _finished(self, ex: Exchange, ok: bool):
         self.current = None
-        self.task = None
         if self.closed:
             return
         if not ok:
