@@ -28,8 +28,11 @@ cdef class UpstreamResponse:
     cdef public bint keep_alive
     cdef public bint _has_body
     cdef public _Body _b
+    cdef public list _fwd
+    cdef public object _named
 
     cpdef bint has_body(self)
+    cpdef list forward_headers(self)
     cpdef object body_now(self)
 
 
@@ -63,6 +66,7 @@ cdef class Connection:
     cdef public bint _in_iter
     cdef public bint body_pulled
 
+    @cython.locals(n=Py_ssize_t, k=str, v=str)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_body(self, bytes data)
     cpdef _wake_writer(self)

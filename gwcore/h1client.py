@@ -49,6 +49,11 @@ HIGH_WATER = 256 * 1024
 _COALESCE_MAX = 64 * 1024
 
 _CONNECTION = b"connection"
+#: hop-by-hop names (RFC 9110 7.6.1) and Content-Length, as the parser sees them, and their lengths
+_HOP_BYTES = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade", b"proxy-authenticate",
+                        b"proxy-authorization", b"content-length"))
+_HOP_LENGTHS = frozenset(len(n) for n in _HOP_BYTES)
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _CHUNK_END = b"\r\n"
@@ -167,11 +172,14 @@ class UpstreamResponse:
     ``aclose()`` closes the connection; so does dropping a half-read response.
     """
 
-    __slots__ = ("status", "headers", "http_version", "content_length", "chunked", "keep_alive", "_has_body", "_b")
+    __slots__ = ("status", "headers", "http_version", "content_length", "chunked", "keep_alive", "_has_body", "_b",
+                 "_fwd", "_named")
 
     def __init__(self, body: _Body) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self._fwd: list = []          # the headers minus hop-by-hop ones, built while parsing
+        self._named = None            # lower-case names listed in Connection (other than close/keep-alive)
         self.http_version = "1.1"
         self.content_length: int | None = None
         self.chunked = False
@@ -197,6 +205,14 @@ class UpstreamResponse:
 
     def __anext__(self) -> Awaitable[bytes]:
         return self._b.__anext__()
+
+    def forward_headers(self) -> list:
+        """The headers to pass on to the client: minus hop-by-hop ones, those named in
+        Connection, and Content-Length (the same as ``strip_response(self.headers)``)."""
+        named = self._named
+        if named is None:
+            return self._fwd
+        return [(k, v) for k, v in self._fwd if k.lower() not in named]
 
     def body_now(self):
         """The whole body when it has already arrived in full (the connection is then back
@@ -398,6 +414,8 @@ class Connection:
             raise _Stop
         self._in_head = True
         resp.headers = []
+        resp._fwd = []
+        resp._named = None
         resp.content_length = None
         resp.chunked = False
         self._conn_close_tok = False
@@ -407,23 +425,35 @@ class Connection:
         resp = self._resp
         if resp is None or not self._in_head:
             return  # chunked trailers: parsed (and validated) by llhttp, not forwarded
+        k = name.decode("latin-1")
+        v = value.decode("latin-1")
+        resp.headers.append((k, v))
         n = len(name)
-        if n == 14 or n == 17 or n == 10:
+        if n in _HOP_LENGTHS:
             lname = name.lower()
             if lname == _CONTENT_LENGTH:
                 # llhttp already rejects a second Content-Length and non-digits.
                 resp.content_length = int(value)
-            elif lname == _TRANSFER_ENCODING:
+                return
+            if lname == _TRANSFER_ENCODING:
                 # Only "chunked" as the final coding frames the body (RFC 9112 6.3).
                 resp.chunked = value[value.rfind(b",") + 1:].strip().lower() == b"chunked"
-            elif lname == _CONNECTION:
+                return
+            if lname == _CONNECTION:
                 for tok in value.lower().split(b","):
                     tok = tok.strip()
                     if tok == b"close":
                         self._conn_close_tok = True
                     elif tok == b"keep-alive":
                         self._conn_keep_tok = True
-        resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+                    elif tok:
+                        if resp._named is None:
+                            resp._named = set()
+                        resp._named.add(tok.decode("latin-1"))
+                return
+            if lname in _HOP_BYTES:
+                return
+        resp._fwd.append((k, v))
 
     def on_headers_complete(self) -> None:
         resp = self._resp

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 import os
 
 from ..context import Response, gateway_response
-from ..headers import outgoing_headers, strip_response
+from ..headers import outgoing_headers
 from ..upstream.errors import UpstreamError, UpstreamTimeout
 
 #: bodies up to this size are read whole and sent in one write; larger ones stream
@@ -165,7 +165,7 @@ async def _request_body(req):
 
 async def _relay(req, resp, close):
     """The client response for an upstream response; ``close`` releases the upstream."""
-    out_headers = strip_response(resp.headers)
+    out_headers = resp.forward_headers()
     if not resp.has_body() or req.method == "HEAD":
         await close()
         if req.method == "HEAD" and resp.content_length is not None and resp.status not in (204, 304):

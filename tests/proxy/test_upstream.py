@@ -1031,3 +1031,40 @@ def test_source_address(run: Any) -> None:
         await srv.stop()
 
     run(main)
+
+
+@pytest.mark.parametrize("extra", [
+    "",
+    "Server: up\r\nX-A: 1\r\nX-A: 2\r\n",
+    "Connection: keep-alive, X-Secret, x-other\r\nX-Secret: s\r\nX-OTHER: o\r\nX-Kept: k\r\n",
+    "Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\nUpgrade: h2c\r\n"
+    "Proxy-Connection: keep-alive\r\nTE: trailers\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
+    "Transfer-Encoding: chunked\r\n",
+])
+def test_forward_headers_are_the_stripped_headers(run: Any, extra: str) -> None:
+    """What the parser sets aside for the client while it reads the head is exactly the
+    response's headers minus hop-by-hop ones, those named in Connection and Content-Length."""
+    from proxy.headers import strip_response
+
+    def make(r: Request) -> bytes:
+        if "chunked" in extra:
+            return (b"HTTP/1.1 200 OK\r\n" + extra.encode() + b"\r\n2\r\nhi\r\n0\r\n\r\n")
+        return response(200, b"hi", extra)
+
+    async def main() -> None:
+        srv = await Server(keepalive_handler(make)).start()
+        pool = srv.pool()
+        for _ in range(2):      # a fresh connection, then a reused one
+            resp = await pool.request("GET", "/", [("host", "x")], None, timeout=5)
+            fwd = resp.forward_headers()
+            assert fwd == strip_response(resp.headers)
+            names = {k.lower() for k, _ in fwd}
+            assert not names & {"connection", "keep-alive", "content-length", "transfer-encoding",
+                                "x-secret", "x-other", "te", "upgrade", "trailer"}
+            if "X-Kept" in extra:
+                assert ("X-Kept", "k") in fwd
+            assert await resp.read() == b"hi"
+        await pool.close()
+        await srv.stop()
+
+    run(main)
