@@ -65,6 +65,9 @@ cdef class Connection:
     cdef public object _stream_task
     cdef public bint _in_iter
     cdef public bint body_pulled
+    cdef public object _timer
+    cdef public double _timer_at
+    cdef public double _deadline
 
     @cython.locals(n=Py_ssize_t, k=str, v=str)
     cpdef on_header(self, bytes name, bytes value)
@@ -75,7 +78,9 @@ cdef class Connection:
     cpdef _wake_all(self)
     cpdef _fail(self, object exc)
     cpdef _close(self)
-    cpdef _on_head_timeout(self, _Body b)
+    cpdef _arm(self, double deadline)
+    cpdef _disarm(self)
+    cpdef _on_timer(self)
 
 
 cdef class UpstreamPool:

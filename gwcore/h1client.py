@@ -288,6 +288,9 @@ class Connection:
         "_conn_keep_tok",
         "_stream_task",
         "_in_iter",
+        "_timer",
+        "_timer_at",
+        "_deadline",
         "body_pulled",
     )
 
@@ -319,6 +322,9 @@ class Connection:
         self._conn_keep_tok = False
         self._stream_task: asyncio.Task[Any] | None = None
         self._in_iter = False
+        self._timer: Any = None       # the head timer (see _arm)
+        self._timer_at = 0.0
+        self._deadline = 0.0
         self.body_pulled = False  # whether send() took anything from a streamed body
 
     # -- asyncio.Protocol ----------------------------------------------------
@@ -337,6 +343,7 @@ class Connection:
         was_closed = prev == CLOSED
         self.state = CLOSED
         self._keep = False
+        self._disarm()
         b = self._body
         if b is not None and self._exc is None and not b._done:
             if self._head_done and self._until_close and exc is None and not was_closed:
@@ -586,14 +593,38 @@ class Connection:
             return
         self.state = CLOSED
         self._keep = False
+        self._disarm()
         t = self.transport
         if t is not None:
             t.abort()
         self.pool._discard(self, prev)
 
-    def _on_head_timeout(self, b: _Body) -> None:
-        if self._body is not b or self._head_done:
-            return  # the head arrived; send() is about to cancel this timer
+    def _arm(self, deadline: float) -> None:
+        """Make sure the head timer fires no later than ``deadline``. One timer per
+        connection, not per request: it is re-armed only when it would fire too late
+        (a shorter timeout than the one it was set for) or after it fired."""
+        self._deadline = deadline
+        t = self._timer
+        if t is not None:
+            if self._timer_at <= deadline:
+                return
+            t.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _disarm(self) -> None:
+        t = self._timer
+        if t is not None:
+            self._timer = None
+            t.cancel()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._body is None or self._head_done or self.state == CLOSED:
+            return  # no request waits for a head: the next send() arms again
+        if self.loop.time() < self._deadline:
+            self._arm(self._deadline)  # set for an earlier request (or fired a little early)
+            return
         self._fail(UpstreamTimeout("no response head within the integration timeout"))
 
     # -- the request ------------------------------------------------------------
@@ -624,7 +655,7 @@ class Connection:
         self.body_pulled = False
         self.requests += 1
         waiter = self._head_waiter = loop.create_future()
-        timer = loop.call_at(deadline, self._on_head_timeout, b)
+        self._arm(deadline)
         transport = self.transport
         # Once the head (and maybe the whole response) has arrived, this connection may
         # already be back in the pool serving another request before this coroutine
@@ -655,8 +686,6 @@ class Connection:
                 # caller cancelled, or the body iterator raised: the stream is unusable
                 self._fail(ResetError("request aborted", kind="aborted"))
             raise
-        finally:
-            timer.cancel()
         return resp
 
     async def _write_stream(

@@ -1068,3 +1068,42 @@ def test_forward_headers_are_the_stripped_headers(run: Any, extra: str) -> None:
         await srv.stop()
 
     run(main)
+
+
+def test_head_timeout_follows_each_requests_own_deadline_on_a_reused_connection(run: Any) -> None:
+    """One head timer per connection: a later request with a shorter timeout still times
+    out on time, and one with a longer timeout is not cut at an earlier request's deadline."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+        while True:
+            req = await read_request(reader)
+            if req is None:
+                return
+            delay = float(req.target.rsplit("/", 1)[1])
+            if delay:
+                await asyncio.sleep(delay)
+            writer.write(response(200, b"ok"))
+            await writer.drain()
+
+    async def main() -> None:
+        srv = await Server(handler).start()
+        pool = srv.pool(settings=PoolSettings(max_connections=1))
+        loop = asyncio.get_running_loop()
+        # a long deadline first (the timer is set for it) ...
+        r = await pool.request("GET", "/d/0", [], None, timeout=5.0)
+        assert await r.read() == b"ok"
+        # ... then a short one on the same connection: must not wait for the long one
+        t0 = loop.time()
+        with pytest.raises(UpstreamTimeout):
+            await pool.request("GET", "/d/3", [], None, timeout=0.2)
+        assert loop.time() - t0 < 1.0
+        # a short deadline first, then a longer one that the upstream meets after the
+        # short one would have expired
+        r = await pool.request("GET", "/d/0", [], None, timeout=0.1)
+        assert await r.read() == b"ok"
+        r = await pool.request("GET", "/d/0.4", [], None, timeout=2.0)
+        assert r.status == 200 and await r.read() == b"ok"
+        assert srv.connections == 2     # the timed-out connection was not reused
+        await pool.close()
+        await srv.stop()
+
+    run(main)
