@@ -127,7 +127,10 @@ def build_integration(rb):
 
     async def http_proxy(req):
         target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
-        body, length = await _request_body(req)
+        if req.has_body():
+            body, length = await _request_body(req)
+        else:
+            body = length = None
         try:
             resp = await get_pool().request(req.method, target, headers, body, timeout=timeout,
                                             body_length=length)
@@ -135,6 +138,9 @@ def build_integration(rb):
             return gateway_response(504, "Endpoint request timed out")
         except UpstreamError:
             return gateway_response(502, "Bad Gateway")
+        done = _relay_done(req, resp)
+        if done is not None:
+            return done
         return await _relay(req, resp, resp.aclose)
 
     return http_proxy
@@ -163,6 +169,17 @@ async def _request_body(req):
     return req.stream(), cl
 
 
+def _relay_done(req, resp):
+    """The client response when the upstream's has already arrived whole (a small body that
+    came with the head: the connection is back in the pool, nothing to await); else None."""
+    if resp.has_body() and req.method != "HEAD" and resp.content_length is not None \
+            and resp.content_length <= SMALL_RESPONSE:
+        data = resp.body_now()
+        if data is not None:
+            return Response(resp.status, resp.forward_headers(), data)
+    return None
+
+
 async def _relay(req, resp, close):
     """The client response for an upstream response; ``close`` releases the upstream."""
     out_headers = resp.forward_headers()
@@ -173,10 +190,9 @@ async def _relay(req, resp, close):
             out_headers.append(("content-length", str(resp.content_length)))
         return Response(resp.status, out_headers, b"")
     if resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
-        data = resp.body_now()   # the common case: the body came with the head
+        data = resp.body_now()   # the body came with the head
         if data is not None:
-            if close != resp.aclose:   # nothing to release for a plain pool's finished response
-                await close()
+            await close()
             return Response(resp.status, out_headers, data)
         try:
             data = await resp.read()
