@@ -220,7 +220,10 @@ def _link_integration(link, template, fixed_query, pass_host, host_header, timeo
 
     async def vpc_link_proxy(req):
         target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
-        body, length = await _request_body(req)
+        if req.has_body():
+            body, length = await _request_body(req)
+        else:
+            body = length = None
         try:
             resp, t = await request(req.method, target, headers, body, length, timeout)
         except NoTarget as e:
@@ -231,6 +234,10 @@ def _link_integration(link, template, fixed_query, pass_host, host_header, timeo
             if e.kind.startswith("connect"):   # nothing reached any target: unavailable
                 return service_unavailable(link.retry_after())
             return gateway_response(502, "Bad Gateway")
+        whole = _relay_done(req, resp)
+        if whole is not None:
+            done(t)
+            return whole
 
         async def close():
             try:
