@@ -40,7 +40,7 @@ def request_time(t: float) -> str:
 def parse_query(qs: str) -> list[tuple[str, str]]:
     """(name, value) pairs, percent-decoded; '+' is kept (API Gateway does not turn it into
     a space)."""
-    out = []
+    out: list[tuple[str, str]] = []
     if not qs:
         return out
     for part in qs.split("&"):
@@ -88,16 +88,9 @@ def encode_body(body: bytes, ctype: str | None, api_type: str, binary_types) -> 
     return body.decode("utf-8", "replace"), False
 
 
-def _stage_path(req, cut: int | None = None) -> str:
-    """The request path without base path and stage prefix (what REST calls ``path``)."""
-    p = req.path
-    if cut is None:
-        cut = _cut(req)
-    rest = p[cut:] if cut else p
-    return rest or "/"
-
-
 def _cut(req) -> int:
+    """How much of the request path is base path and stage prefix (REST's ``path`` is the
+    rest, or "/")."""
     return len(getattr(req.api, "base_path", "") or "") + len(getattr(req.stage, "prefix", "") or "")
 
 
@@ -130,16 +123,36 @@ class RouteConsts:
     """What a route's events share, decided once when the route is built (the per-request
     builders below take it, or work it out from the request when not given)."""
 
-    __slots__ = ("api_type", "api_id", "cut")
+    __slots__ = ("api_type", "api_id", "cut", "http")
 
     def __init__(self, api_type: str, api_id: str, cut: int):
         self.api_type = api_type
         self.api_id = api_id
         self.cut = cut
+        self.http = api_type == "http"
 
     @classmethod
     def of(cls, req) -> "RouteConsts":
         return cls(getattr(req.api, "type", "rest"), _api_id(req), _cut(req))
+
+
+#: a 1.0 event's requestContext.identity: copied per event (a handler may change its
+#: copy), then sourceIp, userAgent and apiKey are filled in
+_IDENTITY = {
+    "accessKey": None, "accountId": None, "caller": None,
+    "cognitoAuthenticationProvider": None, "cognitoAuthenticationType": None,
+    "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
+    "principalOrgId": None, "sourceIp": None, "user": None,
+    "userAgent": None, "userArn": None,
+    "clientCert": None, "apiKey": None, "apiKeyId": None,
+}
+#: requestContext.protocol by the request's HTTP version (the common ones, made once)
+_PROTOCOLS: dict[str | None, str] = {v: "HTTP/" + v for v in ("1.1", "1.0", "2", "2.0", "3")}
+
+
+def _protocol(version: str | None) -> str:
+    p = _PROTOCOLS.get(version)
+    return p if p is not None else "HTTP/" + (version or "1.1")
 
 
 def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict,
@@ -155,76 +168,96 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict,
             mv_headers[k] = [v]
         else:
             lst.append(v)
-    qp = None
-    mvq = None
-    if req.query:
-        pairs = parse_query(req.query)
+    qp: dict | None = None
+    mvq: dict | None = None
+    query = req.query
+    if query:
+        pairs = parse_query(query)
         if pairs:
             qp, mvq = {}, {}
             for k, v in pairs:
                 qp[k] = v
                 mvq.setdefault(k, []).append(v)
-    api_type = consts.api_type
     if body:
         ct = mv_headers.get("content-type")
-        text, b64 = encode_body(body, ct[0] if ct else None, api_type, binary_types)
+        text, b64 = encode_body(body, ct[0] if ct else None, consts.api_type, binary_types)
     else:
         text, b64 = None, False
-    api_id = consts.api_id
-    domain, prefix = _domain(req)
+    h = req.host
+    dom = _DOMAINS.get(h) if h else None
+    if dom is None:
+        dom = _domain(req)
     stage = req.stage
     method = req.method
+    path = req.path
+    rid = req.request_id
     t = req.start_time
+    last = _last_time
+    rtime = last[1] if t >= 0 and int(t) == last[0] else request_time(t)
+    ident = _IDENTITY.copy()
+    ident["sourceIp"] = req.client_ip
     ua = mv_headers.get("user-agent")
-    ev = {
+    if ua:
+        ident["userAgent"] = ua[0]
+    ident["apiKey"] = req.api_key
+    cut = consts.cut
+    rc = {
+        "accountId": ACCOUNT_ID,
+        "apiId": consts.api_id,
+        "domainName": dom[0],
+        "domainPrefix": dom[1],
+        "extendedRequestId": rid,
+        "httpMethod": method,
+        "identity": ident,
+        "path": path,
+        "protocol": _protocol(req.http_version),
+        "requestId": rid,
+        "requestTime": rtime,
+        "requestTimeEpoch": int(t * 1000),
+        "resourceId": None,
+        "resourcePath": resource,
+        "stage": stage.name if stage is not None else "$default",
+    }
+    if req.auth_context is not None:
+        rc["authorizer"] = req.auth_context
+    pp = req.path_params
+    if consts.http:
+        return {
+            "version": "1.0",
+            "resource": resource,
+            "path": (path[cut:] or "/") if cut else (path or "/"),
+            "httpMethod": method,
+            "headers": headers or None,
+            "multiValueHeaders": mv_headers or None,
+            "queryStringParameters": qp,
+            "multiValueQueryStringParameters": mvq,
+            "pathParameters": dict(pp) if pp else None,
+            "stageVariables": dict(stage_vars) if stage_vars else None,
+            "requestContext": rc,
+            "body": text,
+            "isBase64Encoded": b64,
+        }
+    return {
         "resource": resource,
-        "path": _stage_path(req, consts.cut),
+        "path": (path[cut:] or "/") if cut else (path or "/"),
         "httpMethod": method,
         "headers": headers or None,
         "multiValueHeaders": mv_headers or None,
         "queryStringParameters": qp,
         "multiValueQueryStringParameters": mvq,
-        "pathParameters": dict(req.path_params) if req.path_params else None,
+        "pathParameters": dict(pp) if pp else None,
         "stageVariables": dict(stage_vars) if stage_vars else None,
-        "requestContext": {
-            "accountId": ACCOUNT_ID,
-            "apiId": api_id,
-            "domainName": domain,
-            "domainPrefix": prefix,
-            "extendedRequestId": req.request_id,
-            "httpMethod": method,
-            "identity": {
-                "accessKey": None, "accountId": None, "caller": None,
-                "cognitoAuthenticationProvider": None, "cognitoAuthenticationType": None,
-                "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
-                "principalOrgId": None, "sourceIp": req.client_ip, "user": None,
-                "userAgent": ua[0] if ua else None, "userArn": None,
-                "clientCert": None, "apiKey": req.api_key, "apiKeyId": None,
-            },
-            "path": req.path,
-            "protocol": "HTTP/" + (req.http_version or "1.1"),
-            "requestId": req.request_id,
-            "requestTime": request_time(t),
-            "requestTimeEpoch": int(t * 1000),
-            "resourceId": None,
-            "resourcePath": resource,
-            "stage": stage.name if stage is not None else "$default",
-        },
+        "requestContext": rc,
         "body": text,
         "isBase64Encoded": b64,
     }
-    if api_type == "http":
-        ev = {"version": "1.0", **ev}
-    if req.auth_context is not None:
-        ev["requestContext"]["authorizer"] = req.auth_context
-    return ev
 
 
 def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict,
              consts: RouteConsts | None = None) -> dict:
     api_id = consts.api_id if consts is not None else _api_id(req)
     headers: dict = {}
-    cookies = None
+    cookies: list | None = None
     for k, v in req.headers:
         if k == "cookie":
             if cookies is None:
@@ -233,26 +266,21 @@ def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict,
             continue
         prev = headers.get(k)
         headers[k] = v if prev is None else prev + "," + v
-    domain, prefix = _domain(req)
+    h = req.host
+    dom = _DOMAINS.get(h) if h else None
+    if dom is None:
+        dom = _domain(req)
     t = req.start_time
+    last = _last_time
+    rtime = last[1] if t >= 0 and int(t) == last[0] else request_time(t)
     query = req.query
     path = req.path
-    ev = {
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": path,
-        "rawQueryString": query or "",
-    }
-    if cookies:
-        ev["cookies"] = cookies
-    ev["headers"] = headers
+    qp: dict | None = None
     if query:
-        qp: dict = {}
+        qp = {}
         for k, v in parse_query(query):
             prev = qp.get(k)
             qp[k] = v if prev is None else prev + "," + v
-        if qp:
-            ev["queryStringParameters"] = qp
     # the first value of a header (what req.header() gives) is the joined one unless it
     # has a comma
     ua = headers.get("user-agent", "")
@@ -262,24 +290,45 @@ def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict,
     ctx = {
         "accountId": ACCOUNT_ID,
         "apiId": api_id,
-        "domainName": domain,
-        "domainPrefix": prefix,
+        "domainName": dom[0],
+        "domainPrefix": dom[1],
         "http": {
             "method": req.method,
             "path": path,
-            "protocol": "HTTP/" + (req.http_version or "1.1"),
+            "protocol": _protocol(req.http_version),
             "sourceIp": req.client_ip,
             "userAgent": ua,
         },
         "requestId": req.request_id,
         "routeKey": route_key,
         "stage": stage.name if stage is not None else "$default",
-        "time": request_time(t),
+        "time": rtime,
         "timeEpoch": int(t * 1000),
     }
     if req.auth_context is not None:
         ctx["authorizer"] = req.auth_context
-    ev["requestContext"] = ctx
+    if cookies or qp:
+        ev = {
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": path,
+            "rawQueryString": query or "",
+        }
+        if cookies:
+            ev["cookies"] = cookies
+        ev["headers"] = headers
+        if qp:
+            ev["queryStringParameters"] = qp
+        ev["requestContext"] = ctx
+    else:
+        ev = {
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": path,
+            "rawQueryString": query or "",
+            "headers": headers,
+            "requestContext": ctx,
+        }
     if body:
         ct = headers.get("content-type")
         if ct is not None and "," in ct:

@@ -88,10 +88,16 @@ _perf = time.perf_counter
 _time = time.time
 _copy_context = contextvars.copy_context
 _get_running_loop = asyncio.get_running_loop
-_current_task = asyncio.current_task
+_current_task: Any = asyncio.current_task
+_tasks_by_loop = getattr(asyncio.tasks, "_current_tasks", None)
+if sys.version_info < (3, 12) and isinstance(_tasks_by_loop, dict):
+    # 3.11's current_task(loop) is a Python function returning _current_tasks.get(loop)
+    _current_task = _tasks_by_loop.get
 _CancelledError = asyncio.CancelledError
 _aio_events = asyncio.events
 _BaseDefaultPolicy = asyncio.events.BaseDefaultEventLoopPolicy
+_get_running_loop_or_none = asyncio.events._get_running_loop
+_set_running_loop = asyncio.events._set_running_loop
 
 _capture: contextvars.ContextVar = contextvars.ContextVar("gwproxy_fn_output", default=None)
 _install_lock = threading.Lock()
@@ -318,10 +324,12 @@ class _LambdaThread:
     ``asyncio.get_event_loop()`` returns the function's private loop. ``enter`` returns
     what ``leave`` puts back."""
 
-    __slots__ = ("loop",)
+    __slots__ = ("loop", "_policy", "_local")
 
     def __init__(self):
         self.loop = None
+        self._policy = None     # the event loop policy last seen, and its thread-local
+        self._local = None      # state (None: not a BaseDefaultEventLoopPolicy)
 
     def private(self):
         lp = self.loop
@@ -330,15 +338,18 @@ class _LambdaThread:
         return lp
 
     def enter(self):
-        running = _aio_events._get_running_loop()
-        _aio_events._set_running_loop(None)
+        running = _get_running_loop_or_none()
+        _set_running_loop(None)
         lp = self.loop
         if lp is None or lp.is_closed():
             lp = self.private()
         policy = _aio_events._event_loop_policy
-        if policy is None:
-            policy = _aio_events.get_event_loop_policy()
-        local = getattr(policy, "_local", None) if isinstance(policy, _BaseDefaultPolicy) else None
+        if policy is None or policy is not self._policy:
+            if policy is None:
+                policy = _aio_events.get_event_loop_policy()
+            self._policy = policy
+            self._local = getattr(policy, "_local", None) if isinstance(policy, _BaseDefaultPolicy) else None
+        local = self._local
         if local is not None:
             prev = local._loop          # what set_event_loop() sets, without its side work
             local._loop = lp
@@ -353,7 +364,7 @@ class _LambdaThread:
             local._loop = prev
         else:
             asyncio.set_event_loop(running)
-        _aio_events._set_running_loop(running)
+        _set_running_loop(running)
 
     def close(self) -> None:
         lp = self.loop
@@ -377,8 +388,99 @@ class _Deadline:
         self.task.cancel()
 
 
+class _Deadlines:
+    """The timeouts of one function's calls in flight, with one loop timer instead of one
+    per call (a uvloop timer armed and cancelled per call costs more than the rest of a
+    fast call's timing together).
+
+    ``active`` maps a call's key (the request's task, or the waiter future of a thread
+    call) to its deadline; ``fire(key)`` ends a call whose time is up (and takes it out of
+    ``active``, so a call that finds itself gone from ``active`` has timed out). Every call
+    of a function has the same timeout, so deadlines come in the order calls start: the
+    timer is armed for the oldest, and when it fires it ends the calls whose time is up
+    and re-arms for the next. One event loop owns it; a call on another loop while the
+    owner has calls in flight uses a timer of its own (``usable`` says False)."""
+
+    __slots__ = ("active", "fire", "loop", "timer", "_gen")
+
+    def __init__(self, fire):
+        self.active: dict = {}
+        self.fire = fire
+        self.loop = None
+        self.timer = None
+        self._gen = 0
+
+    def usable(self, loop) -> bool:
+        own = self.loop
+        if own is loop:
+            return True
+        if own is None or not self.active or own.is_closed():
+            self.loop = loop
+            self.active = {}
+            self.timer = None       # one armed on the old loop is ignored (generation)
+            self._gen += 1
+            return True
+        return False
+
+    def add(self, key, deadline: float) -> None:
+        """``key``'s call ends at ``deadline`` (in ``loop.time()``), and not before the
+        calls added earlier."""
+        self.active[key] = deadline
+        if self.timer is None:
+            self._gen += 1
+            self.timer = self.loop.call_at(deadline, self._expire, self._gen)
+
+    def _expire(self, gen: int) -> None:
+        if gen != self._gen:
+            return
+        self.timer = None
+        active = self.active
+        loop = self.loop
+        now = loop.time() + 0.001       # (uvloop's clock and timers have 1 ms steps)
+        while active:
+            key = next(iter(active))
+            deadline = active[key]
+            if deadline > now:
+                self._gen += 1
+                self.timer = loop.call_at(deadline, self._expire, self._gen)
+                return
+            del active[key]
+            try:
+                self.fire(key)
+            except Exception:  # noqa: BLE001 - the others' timeouts must still fire
+                log.exception("function timeout")
+
+
+def _cancel(task) -> None:
+    task.cancel()
+
+
+class _Context(LambdaContext):
+    """The handler's LambdaContext, its function's constant attributes taken from the
+    runtime as they are (no per-call string building)."""
+
+    __slots__ = ()
+
+    def __init__(self, rt, request_id: str, deadline_ms: int, identity, client_context):
+        self.function_name = rt._name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = rt._arn
+        self.memory_limit_in_mb = rt._memory_str
+        self.aws_request_id = request_id
+        self.log_group_name = rt._log_group
+        self.log_stream_name = rt._stream
+        self.identity = identity
+        self.client_context = client_context
+        self.tenant_id = None
+        self._deadline_ms = deadline_ms
+
+
+_Context.__name__ = _Context.__qualname__ = "LambdaContext"
+
+
 _ASYNC, _THREAD, _LOOP = 0, 1, 2
 _TIMEDOUT = object()
+_BYTES = (bytes, bytearray, memoryview)
 
 
 class InlineRuntime:
@@ -402,8 +504,12 @@ class InlineRuntime:
         # per-invocation constants
         self._name = spec.name
         self._memory_mb = spec.memory_mb
+        self._memory_str = str(spec.memory_mb)      # a string in AWS's own runtime, too
         self._arn = spec.arn
+        self._log_group = spec.log_group
         self._timeout = spec.timeout
+        self._deadlines = _Deadlines(_cancel)       # async calls: cancel the request's task
+        self._wakes = _Deadlines(_wake)             # thread calls: stop waiting
 
     @property
     def mode(self) -> str:
@@ -475,9 +581,29 @@ class InlineRuntime:
             self._observe_thread_call(job.elapsed)
 
     # -- invoke -------------------------------------------------------------------------
+    def invoke_now(self, event: dict, request_id: str) -> Result | None:
+        """``invoke(event, request_id)`` when it would not wait for anything (a loaded
+        sync handler called on the loop, a free concurrency slot), without a coroutine;
+        None: call ``invoke``."""
+        if self._mode != _LOOP or self._fn is None:
+            return None
+        lim = self.limiter
+        if lim.free <= 0 or lim._waiters:
+            return None
+        lim.free -= 1
+        try:
+            return self._call_loop(event, request_id, None, None, None)
+        finally:
+            if lim._waiters:
+                lim.release()
+            else:
+                lim.free += 1
+
     async def invoke(self, event, request_id: str, client_context=None, identity=None) -> Result:
         lim = self.limiter
-        if not lim.try_acquire():
+        if lim.free > 0 and not lim._waiters:
+            lim.free -= 1
+        else:
             await lim.acquire()     # raises Throttled
         released = False
         try:
@@ -486,46 +612,63 @@ class InlineRuntime:
                 init_ms = await self._ensure_loaded()
                 if self._init_error is not None:
                     return init_error_result(self.log, self._init_error, request_id, init_ms, _max_rss_mb())
-            if isinstance(event, (bytes, bytearray, memoryview)):
+            if type(event) is not dict and isinstance(event, _BYTES):
                 event = orjson.loads(event)
+            mode = self._mode
+            if mode == _LOOP:
+                return self._call_loop(event, request_id, init_ms, client_context, identity)
             timeout = self._timeout
-            ctx = LambdaContext(self._name, self._memory_mb, request_id, self._arn,
-                                int((_time() + timeout) * 1000), self._stream,
-                                CognitoIdentity(identity) if identity else CognitoIdentity(),
-                                make_client_context(client_context) if client_context else None)
+            ctx = _Context(self, request_id, int((_time() + timeout) * 1000),
+                           CognitoIdentity(identity) if identity else CognitoIdentity(),
+                           make_client_context(client_context) if client_context else None)
             buf: list = []
             token = _capture.set(buf)
             value = exc = None
             t0 = _perf()
             try:
-                mode = self._mode
                 if mode == _ASYNC:
-                    value, exc = await self._call_async(event, ctx, timeout)
-                elif mode == _LOOP:
-                    cctx = _copy_context()
-                    lt = self._lambda_thread
-                    saved = lt.enter()
-                    th = _perf()
-                    try:
-                        value = cctx.run(self._fn, event, ctx)
-                    except Exception as e:  # noqa: BLE001 - the handler's failure is the result
-                        exc = e
-                    finally:
-                        elapsed = _perf() - th
-                        lt.leave(saved)
-                    if self._auto and elapsed > AUTO_DEMOTE_BOUND:
-                        self._demote(elapsed)
-                    if elapsed > timeout:
-                        value = _TIMEDOUT
-                        log.warning("function %s: its sync handler ran %.0f ms on the event loop, past its "
-                                    "%.2f s timeout (inline_sync: loop cannot interrupt it); request %s "
-                                    "got the timeout error", self._name, elapsed * 1000, timeout, request_id)
+                    loop = _get_running_loop()
+                    task = _current_task(loop)
+                    dls = self._deadlines
+                    if task is None or (dls.loop is not loop and not dls.usable(loop)) or task in dls.active:
+                        value, exc = await self._call_async(event, ctx, timeout)
+                    else:
+                        # awaited in the request's own task; at the deadline that task is
+                        # cancelled (told apart from a cancellation from outside as
+                        # asyncio.timeout() does)
+                        dls.add(task, loop.time() + timeout)
+                        active = dls.active
+                        cancelling = task.cancelling()
+                        try:
+                            value = await self._fn(event, ctx)
+                        except _CancelledError:
+                            if active.pop(task, None) is not None:
+                                raise               # not the deadline
+                            fired = True
+                        except Exception as e:  # noqa: BLE001 - the handler's failure is the result
+                            exc = e
+                            fired = active.pop(task, None) is None
+                        except BaseException:
+                            active.pop(task, None)
+                            raise
+                        else:
+                            fired = active.pop(task, None) is None
+                        if fired:
+                            if task.uncancel() > cancelling:
+                                raise _CancelledError()     # cancelled from outside as well
+                            value = _TIMEDOUT
+                            exc = None
                 else:
                     loop = _get_running_loop()
                     waiter = loop.create_future()
                     job = _Job(loop, waiter, _copy_context(), self._fn, event, ctx)
                     self._threads.submit(job)
-                    h = loop.call_at(loop.time() + timeout, _wake, waiter)
+                    wakes = self._wakes
+                    if wakes.loop is loop or wakes.usable(loop):
+                        wakes.add(waiter, loop.time() + timeout)
+                        h = None
+                    else:
+                        h = loop.call_at(loop.time() + timeout, _wake, waiter)
                     try:
                         await waiter
                     except BaseException:
@@ -534,7 +677,10 @@ class InlineRuntime:
                             released = True
                         raise
                     finally:
-                        h.cancel()
+                        if h is None:
+                            wakes.active.pop(waiter, None)
+                        else:
+                            h.cancel()
                     if job.finished:
                         if self._probing:
                             self._observe_thread_call(job.elapsed)
@@ -553,27 +699,74 @@ class InlineRuntime:
             finally:
                 _capture.reset(token)
             t1 = _perf()
-            status = None
-            if value is _TIMEDOUT:
-                status = "timeout"
-                etype, msg = timeout_message(request_id, timeout)
-                res = error_result(etype, msg, request_id)
-                buf.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}\n")
-            elif exc is not None:
-                doc = error_document(exc)
-                doc["requestId"] = request_id
-                buf.append(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\n"
-                           "Traceback (most recent call last):\n" + "\n".join(doc["stackTrace"]) + "\n")
-                res = Result(doc, error="Unhandled", request_id=request_id)
-                status = "error"
-            else:
-                res = Result(value, request_id=request_id)
-            res.log = self.log.record(request_id, "".join(buf) if buf else "", (t1 - t0) * 1000,
-                                      _max_rss_mb(t1), init_ms, status)
-            return res
+            return self._result(value, exc, request_id, buf, (t1 - t0) * 1000, t1, init_ms)
         finally:
             if not released:
-                lim.release()
+                if lim._waiters:
+                    lim.release()
+                else:
+                    lim.free += 1
+
+    def _call_loop(self, event, request_id: str, init_ms, client_context, identity) -> Result:
+        """A sync handler called on the event loop (the caller holds the concurrency slot)."""
+        timeout = self._timeout
+        ctx = _Context(self, request_id, int((_time() + timeout) * 1000),
+                       CognitoIdentity(identity) if identity else CognitoIdentity(),
+                       make_client_context(client_context) if client_context else None)
+        buf: list = []
+        cctx = _copy_context()
+        cctx.run(_capture.set, buf)     # its output, in its copy of the context only
+        value = exc = None
+        lt = self._lambda_thread
+        saved = lt.enter()
+        t0 = _perf()
+        try:
+            value = cctx.run(self._fn, event, ctx)
+        except Exception as e:  # noqa: BLE001 - the handler's failure is the result
+            exc = e
+        finally:
+            t1 = _perf()
+            lt.leave(saved)
+        elapsed = t1 - t0
+        if elapsed > AUTO_DEMOTE_BOUND and self._auto:
+            self._demote(elapsed)
+        if elapsed > timeout:
+            value = _TIMEDOUT
+            log.warning("function %s: its sync handler ran %.0f ms on the event loop, past its "
+                        "%.2f s timeout (inline_sync: loop cannot interrupt it); request %s "
+                        "got the timeout error", self._name, elapsed * 1000, timeout, request_id)
+        if exc is None and not buf and init_ms is None and value is not _TIMEDOUT:
+            # the common case, as _result has it
+            res = Result(value, None, None, request_id)
+            self.log.record_plain(res, request_id, elapsed * 1000,
+                                  _rss_mb if 0.0 <= t1 - _rss_at < RUSAGE_INTERVAL else _max_rss_mb(t1))
+            return res
+        return self._result(value, exc, request_id, buf, elapsed * 1000, t1, init_ms)
+
+    def _result(self, value, exc, request_id: str, buf: list, duration_ms: float, now: float,
+                init_ms) -> Result:
+        """The invocation's Result, its log block written."""
+        if value is _TIMEDOUT:
+            status = "timeout"
+            etype, msg = timeout_message(request_id, self._timeout)
+            res = error_result(etype, msg, request_id)
+            buf.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}\n")
+        elif exc is not None:
+            doc = error_document(exc)
+            doc["requestId"] = request_id
+            buf.append(f"[ERROR] {doc['errorType']}: {doc['errorMessage']}\n"
+                       "Traceback (most recent call last):\n" + "\n".join(doc["stackTrace"]) + "\n")
+            res = Result(doc, None, "Unhandled", request_id)
+            status = "error"
+        else:
+            res = Result(value, None, None, request_id)
+            if not buf and init_ms is None:
+                self.log.record_plain(res, request_id, duration_ms, _max_rss_mb(now))
+                return res
+            status = None
+        res.log = self.log.record(request_id, "".join(buf) if buf else "", duration_ms,
+                                  _max_rss_mb(now), init_ms, status)
+        return res
 
     async def _call_async(self, event, ctx, timeout: float):
         """Await the handler in the current task (no task of its own: nothing to schedule

@@ -61,32 +61,40 @@ def build_integration(rb):
     need_timer = itimeout < spec.timeout + INIT_TIMEOUT
     # this handler serves one API and stage: what the events take from those is worked
     # out from the first request and kept
-    consts = []
     if fmt == "2.0":
-        key = rb.route_key
-
-        def make(req, body):
-            if not consts:
-                consts.append(RouteConsts.of(req))
-            return event_v2(req, body, binary, key, stage_vars, consts[0])
+        build, key = event_v2, rb.route_key
     else:
-        resource = rb.path if rb.method != "$default" else "/{proxy+}"
-
-        def make(req, body):
-            if not consts:
-                consts.append(RouteConsts.of(req))
-            return event_v1(req, body, binary, resource, stage_vars, consts[0])
+        build, key = event_v1, (rb.path if rb.method != "$default" else "/{proxy+}")
+    consts = None
 
     throttled = ("Too Many Requests",)
     timeout_msg = "Endpoint request timed out"
+    # a runtime that can answer without waiting (inline, sync handler on the loop) does,
+    # without a coroutine; None when it has to wait. Not under an integration timer.
+    invoke_now = None if need_timer else getattr(runtime, "invoke_now", None)
 
     async def aws_proxy(req):
-        body = await req.body()
+        nonlocal consts
+        for k, _ in req.headers:        # no body without either (req.body() says b"")
+            if k == "content-length" or k == "transfer-encoding":
+                body = await req.body()
+                break
+        else:
+            body = b""
         try:
-            event = make(req, body)
+            c = consts
+            if c is None:
+                c = consts = RouteConsts.of(req)
+            event = build(req, body, binary, key, stage_vars, c)
         except Exception:
             return function_error(api_type)
         rid = new_request_id()
+        if invoke_now is not None:
+            result = invoke_now(event, rid)
+            if result is not None:
+                resp = to_response(result, fmt, api_type)
+                resp.headers.append(("x-amzn-RequestId", req.request_id))
+                return resp
         try:
             if need_timer:
                 task = asyncio.ensure_future(runtime.invoke(event, rid))

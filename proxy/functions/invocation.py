@@ -14,6 +14,7 @@ import orjson
 
 
 _UNSET = object()
+_ceil = math.ceil
 
 
 class Throttled(Exception):
@@ -26,17 +27,35 @@ class Result:
     The result is held as it came: ``value`` (a Python object, from ``inline``) or
     ``payload`` (JSON bytes, from the other runtimes); each is derived from the other on
     demand. ``error`` is ``None`` or the ``X-Amz-Function-Error`` value ("Unhandled").
+    ``log`` is the invocation's START ... REPORT block (made from the prefixed copy the
+    gateway's log got, on first use, when :meth:`FunctionLog.record_plain` wrote it).
     """
 
-    __slots__ = ("_value", "_payload", "error", "log", "request_id")
+    __slots__ = ("_value", "_payload", "error", "_log", "_log_prefix", "request_id")
 
     def __init__(self, value=_UNSET, payload: bytes | None = None, error: str | None = None,
                  request_id: str = ""):
         self._value = value
         self._payload = payload
         self.error = error
-        self.log = ""
+        self._log = ""
+        self._log_prefix: str | None = None
         self.request_id = request_id
+
+    @property
+    def log(self) -> str:
+        p = self._log_prefix
+        if p is not None:
+            # every line of the block was written with the prefix and has no line break of
+            # its own (record_plain's condition): take the prefixes off again
+            self._log = self._log[len(p):].replace("\n" + p, "\n")
+            self._log_prefix = None
+        return self._log
+
+    @log.setter
+    def log(self, block: str) -> None:
+        self._log = block
+        self._log_prefix = None
 
     @property
     def payload(self) -> bytes:
@@ -158,35 +177,45 @@ TAIL = 4096
 class FunctionLog:
     """Writes each invocation's block (START, output, END, REPORT) to the gateway's log in
     one write, prefixed with the function name, and returns the unprefixed block so the
-    Invoke API can return its tail."""
+    Invoke API can return its tail.
 
-    __slots__ = ("name", "memory_mb", "prefix", "fd", "_mem")
+    The block of an invocation without output (the common case) comes from templates made
+    once per function (one ``%`` format, one ``os.write``)."""
+
+    __slots__ = ("name", "memory_mb", "prefix", "fd", "_mem", "_plain", "_plain_p")
 
     def __init__(self, name: str, memory_mb: int, fd: int | None = None):
         self.name = name
         self.memory_mb = memory_mb
-        self.prefix = f"[function {name}] "
+        self.prefix = p = f"[function {name}] "
         self.fd = fd
         self._mem = f" ms\tMemory Size: {memory_mb} MB\tMax Memory Used: "
+        # START, END and REPORT up to its optional fields: (request id x3, duration,
+        # billed duration, max memory used)
+        lines = ("START RequestId: %s Version: $LATEST\n", "END RequestId: %s\n",
+                 "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %s" + self._mem.replace("%", "%%")
+                 + "%s MB\t")
+        self._plain = "".join(lines)
+        pe = p.replace("%", "%%")
+        self._plain_p = "".join(pe + ln for ln in lines)
 
     def record(self, request_id: str, output: str, duration_ms: float, max_mb: int | None,
                init_ms: float | None = None, status: str | None = None,
                init_output: str = "") -> str:
         billed = math.ceil(duration_ms)
-        rep = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-               f"Billed Duration: {billed if billed > 1 else 1}{self._mem}{max_mb or 0} MB\t")
-        if init_ms is not None:
-            rep += f"Init Duration: {init_ms:.2f} ms\t"
-        if status:
-            rep += f"Status: {status}\t"
         if not output and not init_output and request_id.isprintable():
             # no output (the common case): the three lines as they are, the prefixed
             # copy for the gateway's log made directly (same text as _write makes)
-            start = f"START RequestId: {request_id} Version: $LATEST\n"
-            end = f"END RequestId: {request_id}\n"
-            p = self.prefix
-            self._write_text(f"{p}{start}{p}{end}{p}{rep}\n")
-            return f"{start}{end}{rep}\n"
+            args = (request_id, request_id, request_id, duration_ms, billed if billed > 1 else 1, max_mb or 0)
+            tail = "\n"
+            if init_ms is not None or status:
+                tail = _report_tail(init_ms, status)
+            self._write_text(self._plain_p % args + tail)
+            return self._plain % args + tail
+        rep = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+               f"Billed Duration: {billed if billed > 1 else 1}{self._mem}{max_mb or 0} MB\t")
+        if init_ms is not None or status:
+            rep += _report_tail(init_ms, status)[:-1]
         lines = []
         if init_output:
             lines.append(init_output.rstrip("\n"))
@@ -201,6 +230,22 @@ class FunctionLog:
         self._write(block)
         return block
 
+    def record_plain(self, result: Result, request_id: str, duration_ms: float, max_mb: int) -> None:
+        """``result.log = record(request_id, "", duration_ms, max_mb)`` for a warm invocation
+        without output or error, the unprefixed block made only if it is asked for
+        (see :attr:`Result.log`)."""
+        if not request_id.isprintable():
+            result.log = self.record(request_id, "", duration_ms, max_mb)
+            return
+        billed = _ceil(duration_ms)
+        p = self.prefix
+        text = (f"{p}START RequestId: {request_id} Version: $LATEST\n{p}END RequestId: {request_id}\n"
+                f"{p}REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: "
+                f"{billed if billed > 1 else 1}{self._mem}{max_mb or 0} MB\t\n")
+        self._write_text(text)
+        result._log = text
+        result._log_prefix = p
+
     def _write(self, block: str) -> None:
         p = self.prefix
         self._write_text("".join(p + line + "\n" for line in block.splitlines()))
@@ -214,6 +259,16 @@ class FunctionLog:
                 sys.stderr.write(text)
             except Exception:
                 pass
+
+
+def _report_tail(init_ms: float | None, status: str | None) -> str:
+    """REPORT's optional fields, and the line's end."""
+    tail = ""
+    if init_ms is not None:
+        tail = f"Init Duration: {init_ms:.2f} ms\t"
+    if status:
+        tail += f"Status: {status}\t"
+    return tail + "\n"
 
 
 def tail(log: str) -> str:

@@ -14,7 +14,7 @@ import binascii
 import orjson
 
 from ..context import Response, gateway_response
-from .invocation import Result
+from .invocation import _UNSET, Result
 
 
 class Malformed(Exception):
@@ -105,7 +105,52 @@ def _headers_v1(d: dict, strict: bool) -> list:
     return out
 
 
+#: a response header name -> 0 (copy it), 1 (content-type: copy it, and it is there) or
+#: 2 (drop it); bounded
+_NAMES: dict = {}
+_NAMES_MAX = 512
+
+
+def _name_class(k) -> int:
+    lk = k.lower()      # AttributeError for a name that is not a string: malformed
+    c = 2 if lk in _DROP else 1 if lk == "content-type" else 0
+    if type(k) is str:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[k] = c
+    return c
+
+
 def _v1(d, api_type: str) -> Response:
+    """Payload 1.0's response; raises Malformed (or TypeError, ValueError, AttributeError)
+    for a malformed one."""
+    if type(d) is dict and len(d) == 3 and "body" in d and "headers" in d and "statusCode" in d:
+        # {statusCode, headers, body} (the common shape): when its values are the plain
+        # kinds, what _v1_any makes of it, with fewer checks
+        status = d["statusCode"]
+        h = d["headers"]
+        body = d["body"]
+        if type(status) is int and 100 <= status <= 599 and type(h) is dict and type(body) is str:
+            headers = []
+            has_ct = False
+            names = _NAMES
+            for k, v in h.items():
+                c = names.get(k) if type(k) is str else None
+                if c is None:
+                    c = _name_class(k)
+                if c:
+                    if c == 2:
+                        continue
+                    has_ct = True
+                headers.append((k, v if type(v) is str else _hval(v)))
+            if not has_ct and api_type == "rest":
+                headers.append(_JSON)
+            return Response(status, headers, body.encode("utf-8"))
+    return _v1_any(d, api_type)
+
+
+def _v1_any(d, api_type: str) -> Response:
+    """Payload 1.0's response, any shape (the reference for _v1's shortcut)."""
     if not isinstance(d, dict):
         raise Malformed("not an object")
     rest = api_type == "rest"
@@ -176,10 +221,12 @@ def to_response(result: Result, payload_format: str, api_type: str) -> Response:
     """The client's response for a finished invocation (never raises)."""
     if result.error is not None:
         return function_error(api_type)
-    try:
-        value = result.value
-    except ValueError:
-        return function_error(api_type)
+    value = result._value
+    if value is _UNSET:
+        try:
+            value = result.value
+        except ValueError:
+            return function_error(api_type)
     try:
         if payload_format == "2.0":
             return _v2(value, result._payload)
