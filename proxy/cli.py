@@ -24,6 +24,29 @@ def _load(path: str):
         return None
 
 
+def resolve_workers(value) -> int:
+    """``server.workers`` / ``--workers``: a number, or "auto" for one per CPU this process
+    may run on (its affinity mask, as nginx's ``worker_processes auto`` counts)."""
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return max(1, os.cpu_count() or 1)
+    return int(value)
+
+
+def _workers_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, got {text!r}")
+    return n
+
+
 def cmd_check(args) -> int:
     gw = _load(args.config)
     if gw is None:
@@ -51,7 +74,7 @@ def cmd_serve(args) -> int:
     except ValueError as e:
         print(f"--listen: {e}", file=sys.stderr)
         return 2
-    workers = args.workers or int(srv.get("workers", 1))
+    workers = resolve_workers(args.workers or srv.get("workers", 1))
     # --frontend, else $GWPROXY_FRONTEND (lets a test run the whole suite on either), else config
     frontend = args.frontend or os.environ.get("GWPROXY_FRONTEND") or srv.get("frontend", "native")
     if frontend not in ("native", "granian"):
@@ -84,7 +107,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("serve", help="run the gateway")
     s.add_argument("-c", "--config", required=True)
     s.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
-    s.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    s.add_argument("--workers", type=_workers_arg, help="worker processes, or auto: one per CPU (overrides server.workers)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--frontend", choices=["native", "granian"],
                    help="HTTP server (overrides server.frontend; default native)")

@@ -633,6 +633,8 @@ def _translate(err) -> list[tuple]:
     if kw == "duration":
         return [(path, err.message)]
     if kw in ("oneOf", "anyOf"):
+        if isinstance(schema, dict) and schema.get("x-expected"):
+            return [(path, f"expected {schema['x-expected']}, got {_show(inst)}")]
         return _translate_choice(err)
     # Fallback: jsonschema's own words, kept to one line.
     return [(path, _one_line(err.message))]

@@ -33,7 +33,8 @@ def worker_count(gateway) -> int:
     for v in (os.environ.get("GWPROXY_WORKERS"), (gateway.server or {}).get("workers")):
         try:
             if v:
-                return max(1, int(v))
+                from ..cli import resolve_workers
+                return max(1, resolve_workers(v))
         except (TypeError, ValueError):
             pass
     return 1

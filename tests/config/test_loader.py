@@ -1,3 +1,4 @@
+import os
 import json
 from pathlib import Path
 
@@ -196,7 +197,7 @@ apis:
         load_config_text(text, "gw.yaml")
     assert info.value.problems == [
         "gw.yaml:1: server.listen: expected host:port (or [ipv6]:port), got 'nowhere'",
-        "gw.yaml:1: server.workers: expected an integer >= 1, got 0",
+        "gw.yaml:1: server.workers: expected an integer >= 1 or 'auto', got 0",
         "gw.yaml:7: apis.shop.routes[0].integration.type: expected one of 'http_proxy', 'http', 'mock', "
         "'aws_proxy', got 'htp'",
         "gw.yaml:8: apis.shop.routes[1]: missing required field 'integration'",
@@ -603,3 +604,21 @@ def test_fast_path_equals_ruamel_on_generated_documents():
     seen: list[bool] = []
     check()
     assert sum(seen) > len(seen) // 2  # most of them did go through the fast path
+
+
+# ---------------------------------------------------------------- workers: auto
+
+def test_workers_auto_and_bad_workers():
+    cfg, _ = load_config_text("server: {workers: auto}\napis: {}\n", "gw.yaml")
+    assert cfg["server"]["workers"] == "auto"
+    for bad, expected in (("two", "expected an integer >= 1 or 'auto', got 'two'"),
+                          ("-3", "expected an integer >= 1 or 'auto', got -3")):
+        with pytest.raises(ConfigError) as info:
+            load_config_text(f"server: {{workers: {bad}}}\napis: {{}}\n", "gw.yaml")
+        assert info.value.problems == [f"gw.yaml:1: server.workers: {expected}"]
+
+
+def test_resolve_workers_counts_the_cpus_this_process_may_use():
+    from proxy.cli import resolve_workers
+    assert resolve_workers(3) == 3 and resolve_workers("2") == 2
+    assert resolve_workers("auto") == len(os.sched_getaffinity(0))

@@ -858,6 +858,13 @@ def test_fresh_connections_are_spread_over_both_workers(config):
         assert min(seen.values()) >= 30, seen
 
 
+def test_workers_auto_starts_one_worker_per_cpu(config):
+    want = len(os.sched_getaffinity(0))
+    with GatewayProcess(config, workers="auto", extra_args=NATIVE) as g:
+        _wait(lambda: len(_workers(g)) == want, 10, f"{want} workers")
+        assert _get(g.port, "/pid", timeout=5).status == 200
+
+
 # -- 13. granian ------------------------------------------------------------------------------------
 
 def test_granian_frontend_smoke(config):
