@@ -36,6 +36,14 @@ def load(name: str) -> ModuleType:
     return mod
 
 
+def exec_source(name: str, namespace: dict) -> None:
+    """Run ``gwcore/<name>.py`` uncompiled in ``namespace``: the pure-Python twin of a module
+    written in Cython's pure-Python mode is its own source, run as plain Python."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), namespace)  # noqa: S102 - our own source file
+
+
 def twins(name: str) -> list[tuple[str, ModuleType]]:
     """Both implementations of ``name`` that are importable, for tests that run on each."""
     out = []

@@ -159,3 +159,14 @@ class ThreadedServer:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+def assert_suite_passes_pure(test_file: str, timeout: float = 300) -> None:
+    """Run one test file in a subprocess with GWCORE_PURE=1 (every gwcore module, and every
+    gateway the tests start, uses the uncompiled twins) and assert that it passes."""
+    env = dict(os.environ, GWCORE_PURE="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", test_file],
+                       cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
+

@@ -221,23 +221,9 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict,
     if req.auth_context is not None:
         rc["authorizer"] = req.auth_context
     pp = req.path_params
-    if consts.http:
-        return {
-            "version": "1.0",
-            "resource": resource,
-            "path": (path[cut:] or "/") if cut else (path or "/"),
-            "httpMethod": method,
-            "headers": headers or None,
-            "multiValueHeaders": mv_headers or None,
-            "queryStringParameters": qp,
-            "multiValueQueryStringParameters": mvq,
-            "pathParameters": dict(pp) if pp else None,
-            "stageVariables": dict(stage_vars) if stage_vars else None,
-            "requestContext": rc,
-            "body": text,
-            "isBase64Encoded": b64,
-        }
+    # HTTP APIs' 1.0 events start with "version" (key order is part of the JSON)
     return {
+        **(_V1_VERSION if consts.http else _NO_KEYS),
         "resource": resource,
         "path": (path[cut:] or "/") if cut else (path or "/"),
         "httpMethod": method,
@@ -251,6 +237,10 @@ def event_v1(req, body: bytes, binary_types, resource: str, stage_vars: dict,
         "body": text,
         "isBase64Encoded": b64,
     }
+
+
+_V1_VERSION = {"version": "1.0"}
+_NO_KEYS: dict = {}
 
 
 def event_v2(req, body: bytes, binary_types, route_key: str, stage_vars: dict,

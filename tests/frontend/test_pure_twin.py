@@ -5,13 +5,11 @@ types from gwcore/http1.pxd; GWCORE_PURE=1 makes every gateway the tests start u
 uncompiled module instead.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
 import gwcore
-from tests.helpers import ROOT
+from tests.helpers import assert_suite_passes_pure
 
 
 def test_twins_are_both_importable_and_distinct():
@@ -27,9 +25,4 @@ def test_twins_are_both_importable_and_distinct():
 
 @pytest.mark.slow
 def test_front_end_suite_passes_on_the_pure_twin():
-    env = dict(os.environ, GWCORE_PURE="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                        "tests/frontend/test_http1.py"], cwd=str(ROOT), env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout
+    assert_suite_passes_pure("tests/frontend/test_http1.py")

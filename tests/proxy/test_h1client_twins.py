@@ -5,13 +5,11 @@ gwcore/h1client.pxd); these tests check that both builds give the same answers, 
 whole upstream suite on the twin.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
 import gwcore
-from tests.helpers import ROOT
+from tests.helpers import assert_suite_passes_pure
 
 TWINS = gwcore.twins("h1client")
 IDS = [name for name, _ in TWINS]
@@ -84,9 +82,4 @@ def test_encode_head_refuses_injection(name, mod):
 
 @pytest.mark.slow
 def test_upstream_suite_passes_on_the_pure_twin():
-    env = dict(os.environ, GWCORE_PURE="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                        "tests/proxy/test_upstream.py"], cwd=str(ROOT), env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout
+    assert_suite_passes_pure("tests/proxy/test_upstream.py")
