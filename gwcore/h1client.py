@@ -38,7 +38,7 @@ from gwcore.errors import (BodyLengthError, ConnectError, ProtocolError, ResetEr
                            UpstreamError, UpstreamTimeout)
 
 __all__ = ["Connection", "UpstreamResponse", "HIGH_WATER", "PoolSettings", "UpstreamPool", "encode_head",
-           "HOP_BY_HOP", "REQUEST_DROP", "connection_tokens", "strip_request", "strip_response",
+           "HOP_BY_HOP", "REQUEST_DROP", "connection_tokens", "strip_response",
            "outgoing_headers"]
 
 
@@ -230,12 +230,8 @@ class UpstreamResponse:
         if limit is not None and self.content_length is not None and self.content_length > limit:
             b._abort()
             raise ResponseTooLarge(f"content-length {self.content_length} exceeds {limit}")
-        if b._done and b._exc is None:
-            # common case: the whole (small) body came with the head
-            chunks = b._chunks
-            if not chunks:
-                return b""
-            data = b._take()
+        data = self.body_now()   # common case: the whole (small) body came with the head
+        if data is not None:
             if limit is not None and len(data) > limit:
                 raise ResponseTooLarge(f"body exceeds {limit} bytes")
             return data
@@ -809,15 +805,6 @@ def connection_tokens(headers) -> frozenset | None:
                 if t:
                     toks.add(t)
     return frozenset(toks) if toks is not None else None
-
-
-def strip_request(headers, named, drop=REQUEST_DROP) -> list:
-    """Client headers minus hop-by-hop ones, those named in Connection (``named``, from
-    :func:`connection_tokens`), and those the gateway sets itself (names are lower-case
-    here, as both front ends give them)."""
-    if named:
-        return [(k, v) for k, v in headers if k not in drop and k not in named]
-    return [(k, v) for k, v in headers if k not in drop]
 
 
 def strip_response(headers) -> list:

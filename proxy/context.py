@@ -71,10 +71,15 @@ class Request:
         return int(v)  # validated in the app before the pipeline runs
 
     def has_body(self) -> bool:
-        if self.header("transfer-encoding") is not None:
-            return True
-        cl = self.declared_length()
-        return bool(cl)
+        """Transfer-Encoding, or a first Content-Length other than 0 (one pass over the
+        headers: this runs on every proxied and function request)."""
+        cl = None
+        for k, v in self.headers:
+            if k == "transfer-encoding":
+                return True
+            if cl is None and k == "content-length":
+                cl = v
+        return cl is not None and int(cl) != 0  # validated in the app before the pipeline runs
 
     async def body(self) -> bytes:
         """The whole body, at most ``max_body`` bytes (else BodyTooLarge). Cached."""

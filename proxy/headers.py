@@ -9,9 +9,8 @@ from .upstream.protocol import _h1
 HOP_BY_HOP = _h1.HOP_BY_HOP
 REQUEST_DROP = _h1.REQUEST_DROP
 connection_tokens = _h1.connection_tokens
-strip_request = _h1.strip_request
 strip_response = _h1.strip_response
 outgoing_headers = _h1.outgoing_headers
 
-__all__ = ["HOP_BY_HOP", "REQUEST_DROP", "connection_tokens", "strip_request", "strip_response",
+__all__ = ["HOP_BY_HOP", "REQUEST_DROP", "connection_tokens", "strip_response",
            "outgoing_headers"]

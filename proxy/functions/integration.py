@@ -75,12 +75,7 @@ def build_integration(rb):
 
     async def aws_proxy(req):
         nonlocal consts
-        for k, _ in req.headers:        # no body without either (req.body() says b"")
-            if k == "content-length" or k == "transfer-encoding":
-                body = await req.body()
-                break
-        else:
-            body = b""
+        body = await req.body() if req.has_body() else b""
         try:
             c = consts
             if c is None:

@@ -160,9 +160,8 @@ def _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port):
 
 
 async def _request_body(req):
-    """(body, length): small bodies whole (one write upstream), larger ones streamed."""
-    if not req.has_body():
-        return None, None
+    """(body, length) of a request that has a body (``req.has_body()``): small bodies whole
+    (one write upstream), larger ones streamed."""
     cl = req.declared_length()
     if cl is not None and cl <= SMALL_BODY:
         return await req.body(), None
@@ -190,10 +189,6 @@ async def _relay(req, resp, close):
             out_headers.append(("content-length", str(resp.content_length)))
         return Response(resp.status, out_headers, b"")
     if resp.content_length is not None and resp.content_length <= SMALL_RESPONSE:
-        data = resp.body_now()   # the body came with the head
-        if data is not None:
-            await close()
-            return Response(resp.status, out_headers, data)
         try:
             data = await resp.read()
         except UpstreamTimeout:
