@@ -68,6 +68,11 @@ cdef class Connection:
     cdef public object _timer
     cdef public double _timer_at
     cdef public double _deadline
+    cdef public object _cb
+    cdef public object _cb_arg
+    cdef public UpstreamResponse _cb_resp
+    cdef public bint _cb_idem
+    cdef public bint _deliver
 
     @cython.locals(n=Py_ssize_t, k=str, v=str)
     cpdef on_header(self, bytes name, bytes value)
@@ -81,6 +86,9 @@ cdef class Connection:
     cpdef _arm(self, double deadline)
     cpdef _disarm(self)
     cpdef _on_timer(self)
+    cpdef _call_back(self)
+    cpdef start(self, bytes head, bint is_head, bint idempotent, double deadline,
+                double read_timeout, object cb, object arg)
 
 
 cdef class UpstreamPool:
@@ -99,6 +107,8 @@ cdef class UpstreamPool:
     cdef public set _conns
 
     cpdef Connection _take_idle(self, object loop)
+    cpdef bint start(self, str method, str target, list headers, double timeout, object cb,
+                     object arg)
     cpdef _waiter_timeout(self, object fut)
     cpdef _connect_failed(self, Connection conn)
     cpdef _release(self, Connection conn)

@@ -9,6 +9,10 @@ A :class:`Connection` carries one request at a time (no pipelining). The request
 coroutine (:meth:`Connection.send`) writes pre-encoded bytes and waits for the
 response head; the protocol callbacks fill an :class:`UpstreamResponse`, whose body
 is buffered only up to ``HIGH_WATER`` bytes before the transport stops reading.
+A request without a body may instead be started in callback mode
+(:meth:`UpstreamPool.start`): written at once, and a callback told from ``data_received``
+when the response head (and, for a small response, usually the whole body) is in, with
+no coroutine or future involved: the gateway's fast path for plain proxying.
 
 Waiting is done on bare futures that are only ever given ``None``; what happened is
 read from the connection's state afterwards. Timers are ``loop.call_at`` handles,
@@ -288,6 +292,11 @@ class Connection:
         "_timer_at",
         "_deadline",
         "body_pulled",
+        "_cb",
+        "_cb_arg",
+        "_cb_resp",
+        "_cb_idem",
+        "_deliver",
     )
 
     def __init__(self, pool: "UpstreamPool", loop: asyncio.AbstractEventLoop) -> None:
@@ -322,6 +331,12 @@ class Connection:
         self._timer_at = 0.0
         self._deadline = 0.0
         self.body_pulled = False  # whether send() took anything from a streamed body
+        # callback mode (start()): who is told when the head is in, instead of a waiter
+        self._cb: Any = None
+        self._cb_arg: Any = None
+        self._cb_resp: UpstreamResponse | None = None
+        self._cb_idem = False
+        self._deliver = False     # a final head arrived: call back after this feed
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -359,11 +374,13 @@ class Connection:
                 else:
                     self._exc = ResetError(
                         "upstream closed the connection before a complete response head",
-                        request_sent=self._head_waiter is not None,
+                        request_sent=self._head_waiter is not None or self._cb is not None,
                         response_started=self._response_started,
                     )
                 self._wake_all()
         self.pool._discard(self, prev)
+        if self._cb is not None:
+            self._call_back()
 
     def eof_received(self) -> bool | None:
         if self._body is None:
@@ -406,6 +423,8 @@ class Connection:
             replace = self._after_feed == 2
             self._after_feed = 0
             self._finish_message(replace)
+        if self._deliver:
+            self._call_back()
 
     # -- httptools callbacks -------------------------------------------------
 
@@ -497,6 +516,8 @@ class Connection:
             elif not resp.chunked and resp.content_length is None:
                 self._until_close = True
         self._resp = None  # the request coroutine holds it; the body state is enough now
+        if self._cb is not None:
+            self._deliver = True
         self._wake_writer()
 
     def on_body(self, data: bytes) -> None:
@@ -582,6 +603,32 @@ class Connection:
         self._keep = False
         self._wake_all()
         self._close()
+        if self._cb is not None:
+            self._call_back()
+
+    def _call_back(self) -> None:
+        """Callback mode: tell the starter how it went, once. With the response when a
+        final head arrived (its body may be whole, partial, or failed: the response says);
+        else with the error, and whether the request may be sent again on a fresh
+        connection (the stale keep-alive race, as in :meth:`UpstreamPool.request`)."""
+        cb = self._cb
+        arg = self._cb_arg
+        resp = self._cb_resp
+        self._cb = None
+        self._cb_arg = None
+        self._cb_resp = None
+        if self._deliver:
+            self._deliver = False
+            cb(arg, resp, None, False)
+            return
+        exc = self._exc
+        if exc is None:  # pragma: no cover - every caller set it
+            exc = ResetError("connection closed", kind="closed")
+        retry = False
+        if isinstance(exc, ResetError):
+            retry = not exc.request_sent or (
+                self.requests > 1 and not exc.response_started and self._cb_idem)
+        cb(arg, None, exc, retry)
 
     def _close(self) -> None:
         prev = self.state
@@ -624,6 +671,33 @@ class Connection:
         self._fail(UpstreamTimeout("no response head within the integration timeout"))
 
     # -- the request ------------------------------------------------------------
+
+    def start(self, head: bytes, is_head: bool, idempotent: bool, deadline: float,
+              read_timeout: float, cb: Any, arg: Any) -> None:
+        """Callback mode, for a request without a body: write it and return at once.
+        ``cb(arg, response, error, retry)`` is called from the protocol callbacks once: right
+        after the data that completed the final response head was parsed (with the whole
+        body too when it came along), or on an error before that (a timeout included)."""
+        b = _Body(self, self.loop, read_timeout)
+        resp = UpstreamResponse(b)
+        self._resp = resp
+        self._body = b
+        self._is_head = is_head
+        self._request_done = True
+        self._head_done = False
+        self._response_started = False
+        self._until_close = False
+        self._after_feed = 0
+        self.body_pulled = False
+        self._head_waiter = None
+        self._cb = cb
+        self._cb_arg = arg
+        self._cb_resp = resp
+        self._cb_idem = idempotent
+        self._deliver = False
+        self.requests += 1
+        self._arm(deadline)
+        self.transport.write(head)
 
     async def send(
         self,
@@ -940,12 +1014,14 @@ class UpstreamPool:
         timeout: float,
         body_length: int | None = None,
         read_timeout: float | None = None,
+        fresh: bool = False,
     ) -> UpstreamResponse:
         """Send one request; return once the final response head has arrived.
 
         ``timeout`` bounds everything up to the response head (waiting for a slot,
         connecting, sending the body, waiting); ``read_timeout`` (default: ``timeout``)
-        bounds each wait for body bytes afterwards.
+        bounds each wait for body bytes afterwards. ``fresh``: open a new connection instead
+        of taking an idle one, and do not retry (the retry of a :meth:`start` that failed).
         """
         loop = self._loop
         if loop is None:
@@ -967,6 +1043,9 @@ class UpstreamPool:
         is_head = method == "HEAD"
         rt = timeout if read_timeout is None else read_timeout
 
+        if fresh:  # a retry after start() met a stale keep-alive connection
+            conn = await self._acquire(loop, deadline, True)
+            return await conn.send(head, body, body_length, is_head, deadline, rt)
         conn = self._take_idle(loop)
         if conn is None:
             conn = await self._acquire(loop, deadline, False)
@@ -986,6 +1065,24 @@ class UpstreamPool:
                 raise
         conn = await self._acquire(loop, deadline, True)
         return await conn.send(head, body, body_length, is_head, deadline, rt)
+
+    def start(self, method: str, target: str, headers: list, timeout: float, cb: Any,
+              arg: Any) -> bool:
+        """Send a request without a body on an idle keep-alive connection, in callback mode
+        (see :meth:`Connection.start`); False, having sent nothing, when no idle connection
+        is at hand (or the pool has not served a request yet): use :meth:`request` then.
+        ``timeout`` bounds the wait for the response head and each wait for body bytes."""
+        loop = self._loop
+        if loop is None or self._closed:
+            return False
+        conn = self._take_idle(loop)
+        if conn is None:
+            return False
+        head = encode_head(method, target, headers,
+                           "Content-Length: 0\r\n" if method in _BODY_METHODS else "")
+        conn.start(head, method == "HEAD", method in _IDEMPOTENT, loop.time() + timeout, timeout,
+                   cb, arg)
+        return True
 
     # -- slots and connections ------------------------------------------------------
 

@@ -28,6 +28,8 @@ cdef class Exchange:
     cpdef _fail(self)
     cpdef bint _bodyless(self, int status)
     cpdef bint _end(self)
+    cpdef complete(self)
+    cpdef continue_with(self, object aw)
 
 
 cdef class Connection:
@@ -56,6 +58,8 @@ cdef class Connection:
     cdef public object pending_reject
     cdef public object _next
     cdef public Exchange _handoff
+    cdef public bint _busy
+    cdef public bint _pumping
 
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)
@@ -64,6 +68,10 @@ cdef class Connection:
     cpdef _write(self, object data)
     cpdef bint _keep(self, Exchange ex)
     cpdef _start(self, Exchange ex)
+    cpdef object _dispatch(self, Exchange ex)
+    cpdef _complete(self, Exchange ex)
+    cpdef _await(self, Exchange ex, object aw)
+    cpdef _pump(self)
     cpdef _answer_plain(self, Exchange ex, int status, str message)
     cpdef _finished(self, Exchange ex, bint ok)
     cpdef _linger(self)

@@ -290,6 +290,17 @@ class Exchange:
     async def send_str(self, data: str) -> None:
         await self.send_bytes(data.encode())
 
+    # -- answers that come later (after the app's serve_now() returned True) --------------
+    def complete(self) -> None:
+        """The app answered this exchange from a callback (an upstream's, a timer's): finish
+        it as if its coroutine had returned."""
+        self.conn._complete(self)
+
+    def continue_with(self, aw) -> None:
+        """The app's answer needs awaiting after all: the connection's task awaits ``aw``
+        and then finishes the exchange."""
+        self.conn._await(self, aw)
+
     def _end(self) -> bool:
         """The app returned: finish the response. False when the body is short (abort)."""
         if self._mode == 2:
@@ -308,7 +319,7 @@ class Connection:
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
                  "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
-                 "pending_reject", "_next", "_handoff")
+                 "pending_reject", "_next", "_handoff", "_busy", "_pumping")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
@@ -336,6 +347,8 @@ class Connection:
         self.pending_reject: tuple | None = None   # (status, message) after earlier answers
         self._next: asyncio.Future | None = None   # the task waits here for the next request
         self._handoff: Exchange | None = None      # next request, started from inside the task
+        self._busy = False       # the task is running (not parked on _next)
+        self._pumping = False    # _pump() is on the stack
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -398,9 +411,13 @@ class Connection:
                     ex.keep_alive = False
         except _HttpParserError:
             self._reject(400, "Bad Request")
-            return
-        if self.in_headers and self.header_bytes > self.max_header and self.parsing is not None:
-            self._reject(431, "Request Header Fields Too Large")
+        else:
+            if self.in_headers and self.header_bytes > self.max_header and self.parsing is not None:
+                self._reject(431, "Request Header Fields Too Large")
+        # requests are started once the whole read was parsed (a GET's end is then known,
+        # and its answer may be written right here, before returning to the loop)
+        if self.current is None and self.queue and not self.closed:
+            self._pump()
 
     def eof_received(self):
         # a half-closed client may still be waiting for its answer
@@ -466,12 +483,9 @@ class Connection:
         else:
             ex.path = quote(path, safe=_URL_SAFE)
         ex.query = query.decode("latin-1")
-        if self.current is None:
-            self._start(ex)
-        else:
-            self.queue.append(ex)
-            if len(self.queue) >= PIPELINE_MAX:
-                self._pause_reading()
+        self.queue.append(ex)      # started from data_received, after the parser returns
+        if len(self.queue) >= PIPELINE_MAX:
+            self._pause_reading()
 
     def on_body(self, body: bytes):
         self.parsing._feed(body)
@@ -518,24 +532,60 @@ class Connection:
                 self._answer_plain(ex, 400, "Bad Request")
             self._finished(ex, True)
             return
-        w = self._next
-        if w is not None:                   # the connection's task waits for this request
-            self._next = None
-            w.set_result(ex)
-        elif self.task is not None:         # called from inside the task (a pipelined request)
+        if self._busy:          # inside the connection's task: it takes this one next
             self._handoff = ex
-        else:
-            self.task = self.loop.create_task(self._serve(ex))
+            return
+        aw = self._dispatch(ex)
+        if aw is not None:
+            self._await(ex, aw)
 
-    async def _serve(self, ex: Exchange):
-        """The connection's task: answers its requests one after another and waits for the
-        next one in between (one task per connection, not one per request: a request on a
-        kept-alive connection costs a future's wake-up instead of a new task)."""
+    def _dispatch(self, ex: Exchange):
+        """Hand ``ex`` to the app. Its ``serve_now`` answers at once (None: finished here),
+        or later from a callback (True: it calls ``ex.complete()``), or returns an
+        awaitable, returned from here for the connection's task to await."""
         try:
-            while ex is not None:
+            r = self.app.serve_now(ex, self.peer)
+        except Exception:
+            log.exception("request failed")
+            r = None
+        if r is None:
+            self._complete(ex)
+            return None
+        if r is True:
+            return None
+        return r
+
+    def _complete(self, ex: Exchange):
+        if self.current is not ex:
+            return              # finished already (a second complete() is ignored)
+        ok = True
+        if not ex.started:
+            self._answer_plain(ex, 500, "Internal server error")
+        elif not ex._end():
+            ok = False
+        self._finished(ex, ok)
+
+    def _await(self, ex: Exchange, aw):
+        """The connection's task awaits ``aw`` for ``ex`` (the current exchange)."""
+        w = self._next
+        if w is not None:                   # parked: wake it with the work
+            self._next = None
+            w.set_result(aw)
+        elif self.task is None:
+            self.task = self.loop.create_task(self._serve(ex, aw))
+        else:                               # pragma: no cover - one exchange at a time
+            raise RuntimeError("the connection's task is busy")
+
+    async def _serve(self, ex: Exchange, aw):
+        """The connection's task, for answers that must be awaited: awaits them one after
+        another and parks on a future in between (one task per connection at most, made
+        the first time one is needed; answers given at once never wake it)."""
+        self._busy = True
+        try:
+            while True:
                 ok = True
                 try:
-                    await self.app.serve_native(ex, self.peer)
+                    await aw
                     if not ex.started:
                         self._answer_plain(ex, 500, "Internal server error")
                     elif not ex._end():
@@ -547,19 +597,30 @@ class Connection:
                         ok = True
                     if not isinstance(e, (Exception, asyncio.CancelledError)):
                         raise
+                aw = None
                 self._finished(ex, ok)
-                ex = self._handoff
-                if ex is not None:
+                while aw is None:               # pipelined requests started meanwhile
+                    ex = self._handoff
+                    if ex is None:
+                        break
                     self._handoff = None
+                    aw = self._dispatch(ex)     # may finish at once and hand off another
+                if aw is not None:
                     continue
                 if self.closed:
                     break
                 w = self._next = self.loop.create_future()
-                ex = await w
+                self._busy = False
+                aw = await w
+                self._busy = True
+                if aw is None:                  # the connection closed
+                    break
+                ex = self.current
         finally:
             self.task = None
             self._next = None
             self._handoff = None
+            self._busy = False
 
     def _answer_plain(self, ex: Exchange, status: int, message: str):
         ex.keep_alive = False
@@ -580,15 +641,29 @@ class Connection:
                 self.transport.close()
             return
         self.idle_since = _monotonic()
-        if self.queue:
-            nxt = self.queue.popleft()
-            self._resume_body()
-            self._start(nxt)
-        elif self.pending_reject is not None:
-            status, message = self.pending_reject
-            self._send_reject(status, message)
-        else:
-            self._resume_reading()
+        self._pump()
+
+    def _pump(self):
+        """Start the queued requests, one after another while they are answered at once
+        (a loop, not recursion: a read may hold hundreds of pipelined requests); then send
+        a pending reject, or read on."""
+        if self._pumping:
+            return              # the _pump() further up the stack goes on
+        self._pumping = True
+        try:
+            while self.current is None and not self.closed:
+                if self.queue:
+                    nxt = self.queue.popleft()
+                    self._resume_body()
+                    self._start(nxt)
+                elif self.pending_reject is not None:
+                    status, message = self.pending_reject
+                    self._send_reject(status, message)
+                else:
+                    self._resume_reading()
+                    break
+        finally:
+            self._pumping = False
 
     def _linger(self):
         """Answered before the body was read: half-close, drain the rest for a while, close.
@@ -610,7 +685,7 @@ class Connection:
         if self.closed:
             return
         self.lingering = True          # nothing more is parsed from this connection
-        if self.current is not None:
+        if self.current is not None or self.queue:
             self.pending_reject = (status, message)
             return
         self._send_reject(status, message)

@@ -48,8 +48,8 @@ from proxy.frontend.supervisor import _listen_socket
 from loadtests.trivial_rsgi import BODY, HEADERS
 
 class App:
-    async def serve_native(self, ex, peer):
-        ex.response_bytes(200, HEADERS, BODY)
+    def serve_now(self, ex, peer):
+        ex.response_bytes(200, HEADERS, BODY)   # answered at once (returns None)
 
 loop = uvloop.new_event_loop()
 asyncio.set_event_loop(loop)

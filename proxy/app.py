@@ -1,7 +1,12 @@
 """The gateway application each worker runs: accept -> match -> route chain -> respond.
 
-Two entries: ``serve_native`` for the native front end (gwcore.http1) and ``__rsgi__`` for
+Two entries: ``serve_now`` for the native front end (gwcore.http1) and ``__rsgi__`` for
 granian (RSGI); both build a Request and share everything after.
+
+Under the native front end an answer that is ready without waiting (a mock, a cache hit,
+a refusal, a 404) is written before ``serve_now`` returns, and a plain proxied request
+without a body is sent upstream in callback mode and answered from the upstream
+connection's ``data_received``: no coroutine, task or future on either way.
 
 The lifecycle after matching (policy, auth, throttle, validate, cache, integrate) is the
 per-route handler chain compiled in ``proxy.gateway``; this module does steps 1, 2 and 10.
@@ -18,7 +23,7 @@ from typing import Awaitable
 
 import gwcore
 
-from .context import BodyTooLarge, Request, Response, answered, gateway_response, new_request_id
+from .context import Answered, BodyTooLarge, Request, Response, answered, gateway_response, new_request_id
 from .gateway import Gateway
 
 log = logging.getLogger("gwproxy")
@@ -104,6 +109,7 @@ class GatewayApp:
         self._log_buf: list[str] = []
         self.admin = None
         self.raw_paths = False    # True under the native front end (RSGI paths are decoded)
+        self._reply_cb = self._reply
 
     # -- lifecycle -----------------------------------------------------------------
     def __rsgi_init__(self, loop):
@@ -149,8 +155,11 @@ class GatewayApp:
                       start_ns, _time(), self.max_body)
         await self.serve(proto, req)
 
-    def serve_native(self, ex, peer: str):
-        """The native front end's entry (gwcore.http1.Exchange): returns the coroutine to await."""
+    def serve_now(self, ex, peer: str):
+        """The native front end's entry (gwcore.http1.Exchange). Returns None when ``ex`` was
+        answered here and now; True when it will be from a callback (``ex.complete()``, or
+        ``ex.continue_with()`` for an answer that must be awaited after all); else the
+        coroutine for the connection's task to await."""
         start_ns = _perf_ns()
         client = peer
         headers = ex.headers
@@ -163,11 +172,47 @@ class GatewayApp:
             client = self.trusted.resolve(peer, xff)
         req = Request(ex, ex.method, ex.path, ex.query, headers, client, peer, "http", ex.host,
                       ex.http_version, new_request_id(), start_ns, _time(), self.max_body)
-        return self.serve(ex, req)   # the coroutine the front end awaits (one, not two)
-
-    async def serve(self, proto, req: Request):
         try:
-            resp = await self.handle(req)
+            r = self._route(req)
+            if type(r) is not Response:
+                start = r.start
+                if start is not None and not self.access_log:
+                    req.reply = self._reply_cb
+                    r = start(req)
+                    if r is True:
+                        return True          # answered from the upstream's callback
+                else:
+                    r = r.handler(req)
+                if type(r) is Answered:
+                    r = r.resp
+                else:
+                    return self.serve(ex, req, r)
+        except BodyTooLarge:
+            r = gateway_response(413, "Request Entity Too Large")
+        except Exception:
+            log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
+            r = gateway_response(500, "Internal server error")
+        if r.stream is None and r.on_close is None and not self.access_log:
+            self._respond_now(ex, req, r)
+            return None
+        return self.serve(ex, req, answered(r))
+
+    def _reply(self, req: Request, r) -> None:
+        """A callback's answer for a request ``serve_now`` left pending: a Response, or an
+        awaitable giving one."""
+        ex = req._proto
+        if type(r) is Response and r.stream is None and r.on_close is None:
+            try:
+                self._respond_now(ex, req, r)
+            except Exception:
+                log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
+            ex.complete()
+            return
+        ex.continue_with(self.serve(ex, req, r if type(r) is not Response else answered(r)))
+
+    async def serve(self, proto, req: Request, aw=None):
+        try:
+            resp = await (self.handle(req) if aw is None else aw)
         except BodyTooLarge:
             resp = gateway_response(413, "Request Entity Too Large")
         except Exception:
@@ -180,15 +225,23 @@ class GatewayApp:
 
     def handle(self, req: Request) -> Awaitable[Response]:
         """The route's handler coroutine, or an already decided answer (awaitable either way)."""
+        r = self._route(req)
+        if type(r) is Response:
+            return answered(r)
+        return r.handler(req)
+
+    def _route(self, req: Request):
+        """The matched route (req.api, .stage, .route and .path_params set), or the Response
+        that answers the request without one (bad framing, no such API, stage or route)."""
         cl = req.header("content-length")
         if cl is not None:
             if not cl.isdigit():
-                return answered(gateway_response(400, "Bad Request"))
+                return gateway_response(400, "Bad Request")
             if int(cl) > self.max_body:
-                return answered(gateway_response(413, "Request Entity Too Large"))
+                return gateway_response(413, "Request Entity Too Large")
         api, stage, rest = self.gw.resolve(req.host, req.path)
         if stage is None:
-            return answered(self._not_found(api, req))
+            return self._not_found(api, req)
         req.api = stage.api
         req.stage = stage
         # granian hands over the already percent-decoded path (RSGI has no raw path), and the
@@ -199,11 +252,11 @@ class GatewayApp:
         status, route, params = stage.router.match(req.method, rest)
         if status != MATCH:
             if status == BAD_PATH and (api.gate is None or api.gate(req.client_ip)):
-                return answered(gateway_response(400, "Bad Request"))
-            return answered(self._not_found(api, req))
+                return gateway_response(400, "Bad Request")
+            return self._not_found(api, req)
         req.route = route
         req.path_params = params
-        return route.handler(req)
+        return route
 
     @staticmethod
     def _not_found(api, req):

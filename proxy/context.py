@@ -23,7 +23,7 @@ class Request:
         "request_id", "method", "path", "query", "headers", "client_ip", "peer_ip",
         "scheme", "host", "http_version", "start_ns", "start_time",
         "api", "stage", "route", "path_params", "principal", "api_key", "auth_context",
-        "max_body", "_proto", "_body", "_consumed", "extra",
+        "max_body", "_proto", "_body", "_consumed", "extra", "reply",
     )
 
     def __init__(self, proto, method: str, path: str, query: str, headers: list,
@@ -53,6 +53,9 @@ class Request:
         self._body: bytes | None = None
         self._consumed = False
         self.extra: dict | None = None
+        #: ``reply(req, answer)``: how a callback answers a request the app left pending
+        #: (set by the app on that path only: see GatewayApp.serve_now)
+        self.reply = None
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name`` (lower-case)."""
@@ -162,10 +165,24 @@ def gateway_response(status: int, message: str, headers: list | None = None) -> 
     return r
 
 
-async def answered(resp: Response) -> Response:
-    """An already decided answer as an awaitable: for a stage written as a plain function
-    that returns the next stage's coroutine on the way through (no coroutine of its own)."""
-    return resp
+class Answered:
+    """An already decided answer, as an awaitable (``await answered(resp)`` gives ``resp``).
+
+    For a stage written as a plain function that returns the next stage's awaitable on the
+    way through: it has no coroutine of its own to return an answer from. The app looks
+    inside (``.resp``) instead of awaiting when it can answer at once."""
+
+    __slots__ = ("resp",)
+
+    def __init__(self, resp: Response):
+        self.resp = resp
+
+    def __await__(self):
+        return self.resp
+        yield  # a generator: awaiting it returns at once, without suspending
+
+
+answered = Answered
 
 
 #: a pipeline stage: answers, or calls the next handler and returns what it returns.

@@ -49,7 +49,8 @@ class RouteBuild:
 
 
 class CompiledRoute:
-    __slots__ = ("api_name", "stage_name", "route_key", "method", "path", "handler", "cfg", "index")
+    __slots__ = ("api_name", "stage_name", "route_key", "method", "path", "handler", "cfg", "index",
+                 "start")
 
     def __init__(self, rb: RouteBuild, handler):
         self.api_name = rb.api_name
@@ -60,6 +61,8 @@ class CompiledRoute:
         self.handler = handler
         self.cfg = rb.route
         self.index = rb.route_index
+        # an integration's callback-mode entry, when nothing runs before it on this route
+        self.start = getattr(handler, "start", None)
 
 
 class CompiledStage:
@@ -240,8 +243,14 @@ def compile_gateway(cfg: dict, locator: Locator) -> Gateway:
 
 
 def _build_route(rb: RouteBuild, features, integrations):
+    """The route's handler chain. When the integration has a callback-mode entry
+    (``handler.start(req)``: True when it will answer through ``req.reply``, else an
+    awaitable) and every stage before it passes through (a plain function returning
+    ``nxt(req)`` unchanged or a decided answer: ``stage.passes_through``), the chain gets
+    one too, built the same way over the stages."""
     itype = rb.route["integration"]["type"]
     handler = integrations[itype].build_integration(rb)
+    start = getattr(handler, "start", None)
     for mod in reversed(features):
         build = getattr(mod, "build_stage", None)
         if build is None:
@@ -249,6 +258,10 @@ def _build_route(rb: RouteBuild, features, integrations):
         stage = build(rb)
         if stage is not None:
             handler = _chain(stage, handler)
+            if start is not None:
+                start = _chain(stage, start) if getattr(stage, "passes_through", False) else None
+    if start is not None:
+        handler.start = start
     return handler
 
 

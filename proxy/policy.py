@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .context import gateway_response
+from .context import answered, gateway_response
 
 __all__ = ["check", "build_stage", "api_gate", "NetworkSet", "route_rules"]
 
@@ -128,10 +128,11 @@ def build_stage(rb):
         return None
     allowed = _verdicts(rules)
 
-    async def resource_policy(req, nxt):
+    def resource_policy(req, nxt):
         if allowed(req.client_ip):
-            return await nxt(req)
-        return gateway_response(403, "Forbidden")
+            return nxt(req)
+        return answered(gateway_response(403, "Forbidden"))
+    resource_policy.passes_through = True
 
     resource_policy.rules = tuple(rules)  # for tests and the admin summary
     return resource_policy

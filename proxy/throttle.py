@@ -392,6 +392,7 @@ def build_stage(rb):
                 return nxt(req)
             svc.throttled += 1
             return answered(too_many(wait))
+        throttle.passes_through = True
     elif store_local:
         take_now = svc.store.take_now
 
@@ -400,7 +401,9 @@ def build_stage(rb):
             failed, wait = take_now(buckets, counters, 1.0, at)
             if failed < 0:
                 return nxt(req)
+            # a local store always decides (never UNAVAILABLE): answer() does not call nxt
             return answer(req, nxt, failed, wait, buckets, counters, qend)
+        throttle.passes_through = True
     else:
         store = svc.store
 

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs
 
 import gwcore
 
-from ..context import gateway_response
+from ..context import answered, gateway_response
 from ..state import StoreUnavailable
 from ..throttle import DAY_S, period_bounds, plans_by_stage, plans_from_config, usage_counter
 
@@ -190,16 +190,17 @@ def build_stage(rb):
     allowed = frozenset(reg.by_stage.get(f"{rb.api_name}/{rb.stage_name}") or ())
     identify = reg.identify
 
-    async def api_key(req, nxt):
+    def api_key(req, nxt):
         name = None
         for k, v in req.headers:
             if k == "x-api-key":
                 name = identify(v)
                 break
         if name is None or name not in allowed:
-            return gateway_response(403, "Forbidden")
+            return answered(gateway_response(403, "Forbidden"))
         req.api_key = name
-        return await nxt(req)
+        return nxt(req)
+    api_key.passes_through = True
     return api_key
 
 

@@ -9,10 +9,10 @@ templates are not supported yet.
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
 from urllib.parse import quote, urlsplit
-
-import os
 
 from ..context import Response, gateway_response
 from ..headers import outgoing_headers
@@ -22,6 +22,8 @@ from ..upstream.errors import UpstreamError, UpstreamTimeout
 SMALL_BODY = 64 * 1024
 #: upstream responses up to this size (with a Content-Length) are read whole
 SMALL_RESPONSE = 256 * 1024
+
+log = logging.getLogger("gwproxy")
 
 _STAGEVAR = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 _PARAM = re.compile(r"\{([A-Za-z0-9_.\-]+)(\+?)\}")
@@ -125,15 +127,14 @@ def build_integration(rb):
             pool_ref.append(gw.services.upstreams.pool(host, port))
         return pool_ref[0]
 
-    async def http_proxy(req):
-        target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+    async def send(req, target, headers, fresh=False):
         if req.has_body():
             body, length = await _request_body(req)
         else:
             body = length = None
         try:
             resp = await get_pool().request(req.method, target, headers, body, timeout=timeout,
-                                            body_length=length)
+                                            body_length=length, fresh=fresh)
         except UpstreamTimeout:
             return gateway_response(504, "Endpoint request timed out")
         except UpstreamError:
@@ -143,6 +144,41 @@ def build_integration(rb):
             return done
         return await _relay(req, resp, resp.aclose)
 
+    def http_proxy(req):
+        target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+        return send(req, target, headers)
+
+    def start(req):
+        """The native front end's fast path: a request without a body goes out on an idle
+        keep-alive connection in callback mode and ``req.reply(req, answer)`` is called from
+        the upstream connection's data_received. True then; else the awaitable answer (a
+        body to send, or no idle connection at hand)."""
+        if req.has_body():
+            return http_proxy(req)
+        target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+        if get_pool().start(req.method, target, headers, timeout, on_upstream, req):
+            return True
+        return send(req, target, headers)
+
+    def on_upstream(req, resp, exc, retry):
+        try:
+            if resp is not None:
+                done = _relay_done(req, resp)
+                answer = done if done is not None else _relay(req, resp, resp.aclose)
+            elif retry:     # a stale keep-alive connection: once more on a new one
+                target, headers = _outgoing(req, template, fixed_query, pass_host, host_header,
+                                            fwd_port)
+                answer = send(req, target, headers, True)
+            elif isinstance(exc, UpstreamTimeout):
+                answer = gateway_response(504, "Endpoint request timed out")
+            else:
+                answer = gateway_response(502, "Bad Gateway")
+        except Exception:   # never into the upstream connection's protocol callbacks
+            log.exception("request %s: upstream answer failed", req.request_id)
+            answer = gateway_response(502, "Bad Gateway")
+        req.reply(req, answer)
+
+    http_proxy.start = start
     return http_proxy
 
 

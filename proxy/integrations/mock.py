@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import orjson
 
-from ..context import Response
+from ..context import Response, answered
 
 
 def build_integration(rb):
@@ -23,7 +23,7 @@ def build_integration(rb):
         body = str(body).encode()
     headers = tuple(headers)
 
-    async def mock(req):
-        return Response(status, list(headers), body)
+    def mock(req):
+        return answered(Response(status, list(headers), body))
 
     return mock

@@ -24,8 +24,8 @@ class App:
     def __init__(self):
         self.seen: dict = {}     # task -> number (holds the tasks: no id() reuse)
 
-    def serve_native(self, ex, peer):
-        return self._serve(ex)
+    def serve_now(self, ex, peer):
+        return self._serve(ex)     # always an awaitable: answered by the connection's task
 
     async def _serve(self, ex):
         if ex.path == "/sleep":
