@@ -60,6 +60,7 @@ cdef class Connection:
     cdef public Exchange _handoff
     cdef public bint _busy
     cdef public bint _pumping
+    cdef public bint eof
 
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)

@@ -319,7 +319,7 @@ class Connection:
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
                  "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
-                 "pending_reject", "_next", "_handoff", "_busy", "_pumping")
+                 "pending_reject", "_next", "_handoff", "_busy", "_pumping", "eof")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
@@ -349,6 +349,7 @@ class Connection:
         self._handoff: Exchange | None = None      # next request, started from inside the task
         self._busy = False       # the task is running (not parked on _next)
         self._pumping = False    # _pump() is on the stack
+        self.eof = False         # the client half-closed: close once the parsed requests are answered
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -420,9 +421,11 @@ class Connection:
             self._pump()
 
     def eof_received(self):
-        # a half-closed client may still be waiting for its answer
+        # a half-closed client may still be waiting for its answer (and those pipelined
+        # before it): keep the transport open for them, and close once they are written
         if self.current is None and not self.queue:
             return False
+        self.eof = True
         return True
 
     # -- httptools callbacks -------------------------------------------------------------
@@ -651,7 +654,7 @@ class Connection:
             return              # the _pump() further up the stack goes on
         self._pumping = True
         try:
-            while self.current is None and not self.closed:
+            while self.current is None and not self.closed and not self.transport.is_closing():
                 if self.queue:
                     nxt = self.queue.popleft()
                     self._resume_body()
@@ -659,6 +662,9 @@ class Connection:
                 elif self.pending_reject is not None:
                     status, message = self.pending_reject
                     self._send_reject(status, message)
+                elif self.eof:
+                    self.transport.close()    # nothing more can come
+                    break
                 else:
                     self._resume_reading()
                     break

@@ -27,7 +27,7 @@ import time
 
 import gwcore
 
-from ..context import Response, gateway_response
+from ..context import Response, answered, gateway_response
 from .entry import Entry, VaryEntry, storable
 from .settings import INVALIDATE_TOKEN_HEADER, RouteCacheSettings
 
@@ -176,45 +176,65 @@ class CacheStage:
         return _with_vary(canon, e.vary, headers) == e.canon
 
     # ------------------------------------------------------------------ the stage
-    async def __call__(self, req, nxt) -> Response:
+    def __call__(self, req, nxt):
+        """A plain function: a hit in a store that answers at once (memory) comes back as
+        an already decided answer, with no coroutine; everything else is awaited."""
         s = self.s
         method = req.method
         if method not in s.methods:
-            return await nxt(req)
+            return nxt(req)
         refresh = False
         cc = req.header("cache-control")
         if cc is not None and _max_age_zero(cc):
             if self._may_invalidate(req):
                 refresh = True
             elif s.unauthorized == "fail":
-                return gateway_response(403, "Not authorized to invalidate the cache")
+                return answered(gateway_response(403, "Not authorized to invalidate the cache"))
         if s.token_sha256 is not None and req.header(INVALIDATE_TOKEN_HEADER) is not None:
             req.headers = [h for h in req.headers if h[0] != INVALIDATE_TOKEN_HEADER]
-        body = None
         if s.keyed_body and method != "HEAD":
-            body = await req.body()
-        elif req.has_body():
-            self.stats.bypasses += 1
-            return self._label(await nxt(req), "Bypass")
+            return self._with_body(req, nxt, refresh)
+        if req.has_body():
+            return self._bypass(req, nxt)
+        return self._keyed(req, nxt, refresh, None)
+
+    async def _with_body(self, req, nxt, refresh: bool) -> Response:
+        body = await req.body()
+        return await self._keyed(req, nxt, refresh, body)
+
+    async def _bypass(self, req, nxt) -> Response:
+        self.stats.bypasses += 1
+        return self._label(await nxt(req), "Bypass")
+
+    def _keyed(self, req, nxt, refresh: bool, body):
+        s = self.s
         identity = None if s.shared else _identity(req.api_key, req.principal)
         if identity is None and s.needs_identity:
             # an authenticated route, but no stage told us who is calling: never share
             canon = None
         else:
-            canon = s.spec.key("GET" if method == "HEAD" else method, req.host, req.path,
+            canon = s.spec.key("GET" if req.method == "HEAD" else req.method, req.host, req.path,
                                req.query, req.headers, req.path_params, identity, body)
         if canon is None:
-            self.stats.bypasses += 1
-            return self._label(await nxt(req), "Bypass")
+            return self._bypass(req, nxt)
         key = self.kprefix + _digest(canon)
+        if self.sync and not refresh:
+            e = self._lookup_now(key, canon, req.headers, _now())
+            if e is not None:
+                return answered(self._answer(e, req))
+            return self._miss(req, nxt, canon, key, refresh, False)
+        return self._miss(req, nxt, canon, key, refresh, True)
+
+    async def _miss(self, req, nxt, canon: bytes, key: bytes, refresh: bool, lookup: bool) -> Response:
+        """Not answered from the entry yet: look it up in a store that must be awaited,
+        wait for a fetch of the same key in flight, or fetch."""
+        method = req.method
         inflight = self.inflight
         if not refresh:
-            if self.sync:
-                e = self._lookup_now(key, canon, req.headers, _now())
-            else:
+            if lookup:
                 e = await self._lookup(key, canon, req.headers, _now())
-            if e is not None:
-                return self._answer(e, req)
+                if e is not None:
+                    return self._answer(e, req)
             fut = inflight.get(key)
             if fut is not None:
                 self.stats.coalesced += 1
