@@ -1021,7 +1021,9 @@ class UpstreamPool:
         ``timeout`` bounds everything up to the response head (waiting for a slot,
         connecting, sending the body, waiting); ``read_timeout`` (default: ``timeout``)
         bounds each wait for body bytes afterwards. ``fresh``: open a new connection instead
-        of taking an idle one, and do not retry (the retry of a :meth:`start` that failed).
+        of taking an idle one (closing the oldest idle one when every slot is taken), and do
+        not retry: the retry of a :meth:`start` that met a stale connection. A request that
+        has to queue for a slot may still be handed a kept-alive connection.
         """
         loop = self._loop
         if loop is None:
@@ -1075,11 +1077,12 @@ class UpstreamPool:
         loop = self._loop
         if loop is None or self._closed:
             return False
+        # encoded first: a request it refuses (ValueError) must not hold a connection
+        head = encode_head(method, target, headers,
+                           "Content-Length: 0\r\n" if method in _BODY_METHODS else "")
         conn = self._take_idle(loop)
         if conn is None:
             return False
-        head = encode_head(method, target, headers,
-                           "Content-Length: 0\r\n" if method in _BODY_METHODS else "")
         conn.start(head, method == "HEAD", method in _IDEMPOTENT, loop.time() + timeout, timeout,
                    cb, arg)
         return True
@@ -1105,6 +1108,11 @@ class UpstreamPool:
             conn = self._take_idle(loop)
             if conn is not None:
                 return conn
+        elif self._open >= self.settings.max_connections and self._idle:
+            # a new connection wanted, every slot taken, some by idle ones: drop the oldest
+            old = self._idle.pop(0)
+            old.state = DETACHED
+            old._close()
         if self._open < self.settings.max_connections:
             self._open += 1
             return await self._connect(loop, deadline)

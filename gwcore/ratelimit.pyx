@@ -22,6 +22,19 @@ cdef extern from "sched.h":
 cdef extern from "unistd.h":
     int getpid() nogil
 
+# this process's pid, for the lock word: getpid() is a system call on every call (glibc
+# does not cache it), so it is read once here and again in each forked child
+cdef uint32_t _PID = <uint32_t>getpid()
+
+
+def _after_fork():
+    global _PID
+    _PID = <uint32_t>getpid()
+
+
+import os as _os
+_os.register_at_fork(after_in_child=_after_fork)
+
 cdef extern from *:
     """
     static inline int gw_trylock(uint32_t *p, uint32_t v) {
@@ -152,17 +165,18 @@ cdef class Table:
         self._view = mm
         self._lockword = <uint32_t *>(&self._view[12])
         self._slots = <Slot *>(&self._view[HEADER])
-        self._pid = <uint32_t>getpid()
+        self._pid = _PID
         self._shared = fd >= 0
         self.overflows = 0
         self.closed = False
 
     cdef void _lock(self) noexcept:
-        cdef uint32_t me = <uint32_t>getpid()
+        cdef uint32_t me
         cdef uint32_t owner
         cdef long spins = 0
         if not self._shared:
             return
+        me = _PID
         while not gw_trylock(self._lockword, me):
             spins += 1
             if spins & 63 == 0:

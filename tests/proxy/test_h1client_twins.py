@@ -83,3 +83,8 @@ def test_encode_head_refuses_injection(name, mod):
 @pytest.mark.slow
 def test_upstream_suite_passes_on_the_pure_twin():
     assert_suite_passes_pure("tests/proxy/test_upstream.py")
+
+
+@pytest.mark.slow
+def test_callback_suite_passes_on_the_pure_twin():
+    assert_suite_passes_pure("tests/proxy/test_upstream_callback.py")
