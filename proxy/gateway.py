@@ -102,6 +102,7 @@ class Gateway:
     by_host: dict[str | None, list[CompiledApi]] = field(default_factory=dict)
     admin_routes: list = field(default_factory=list)
     feature_modules: list = field(default_factory=list)
+    _hosts: dict = field(default_factory=dict)   # Host header as sent -> candidate APIs
 
     @property
     def server(self) -> dict:
@@ -109,11 +110,9 @@ class Gateway:
 
     def resolve(self, host: str | None, path: str):
         """(api, stage, rest_of_path) for a request, or (api_or_None, None, None)."""
-        cands = None
-        if host:
-            cands = self.by_host.get(host.split(":", 1)[0].lower())
+        cands = self._hosts.get(host)
         if cands is None:
-            cands = self.by_host.get(None, ())
+            cands = self._candidates(host)
         for api in cands:
             bp = api.base_path
             if bp:
@@ -136,6 +135,19 @@ class Gateway:
                 return api, api.default_stage, rest
             return api, None, None
         return (cands[0] if cands else (self.apis[0] if self.apis else None)), None, None
+
+    def _candidates(self, host: str | None):
+        """The APIs a Host header may address (memoized per header value: clients send the
+        same one on every request; bounded, cleared when full)."""
+        cands = None
+        if host:
+            cands = self.by_host.get(host.split(":", 1)[0].lower())
+        if cands is None:
+            cands = self.by_host.get(None, ())
+        if len(self._hosts) >= 4096:
+            self._hosts.clear()
+        self._hosts[host] = cands
+        return cands
 
     async def start(self) -> None:
         for name, svc in vars(self.services).items():
