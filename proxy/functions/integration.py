@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..context import gateway_response, new_request_id
+from ..context import answered, gateway_response, new_request_id
 from .events import RouteConsts, event_v1, event_v2
 from .invocation import Throttled
 from .responses import function_error, to_response
@@ -73,23 +73,47 @@ def build_integration(rb):
     # without a coroutine; None when it has to wait. Not under an integration timer.
     invoke_now = None if need_timer else getattr(runtime, "invoke_now", None)
 
-    async def aws_proxy(req):
+    def event_of(req, body):
         nonlocal consts
+        c = consts
+        if c is None:
+            c = consts = RouteConsts.of(req)
+        return build(req, body, binary, key, stage_vars, c)
+
+    def answer(req, result):
+        resp = to_response(result, fmt, api_type)
+        resp.headers.append(("x-amzn-RequestId", req.request_id))
+        return resp
+
+    def aws_proxy(req):
+        """A plain function: a request without a body to a runtime that can answer at once
+        comes back as a decided answer (no coroutine); else the coroutine."""
+        if invoke_now is None or req.has_body():
+            return invoke(req)
+        try:
+            event = event_of(req, b"")
+        except Exception:
+            return answered(function_error(api_type))
+        rid = new_request_id()
+        result = invoke_now(event, rid)
+        if result is not None:
+            return answered(answer(req, result))
+        return call(req, event, rid)
+
+    async def invoke(req):
         body = await req.body() if req.has_body() else b""
         try:
-            c = consts
-            if c is None:
-                c = consts = RouteConsts.of(req)
-            event = build(req, body, binary, key, stage_vars, c)
+            event = event_of(req, body)
         except Exception:
             return function_error(api_type)
         rid = new_request_id()
         if invoke_now is not None:
             result = invoke_now(event, rid)
             if result is not None:
-                resp = to_response(result, fmt, api_type)
-                resp.headers.append(("x-amzn-RequestId", req.request_id))
-                return resp
+                return answer(req, result)
+        return await call(req, event, rid)
+
+    async def call(req, event, rid):
         try:
             if need_timer:
                 task = asyncio.ensure_future(runtime.invoke(event, rid))
@@ -102,9 +126,7 @@ def build_integration(rb):
                 result = await runtime.invoke(event, rid)
         except Throttled:
             return gateway_response(429, throttled[0])
-        resp = to_response(result, fmt, api_type)
-        resp.headers.append(("x-amzn-RequestId", req.request_id))
-        return resp
+        return answer(req, result)
 
     aws_proxy.__qualname__ = f"aws_proxy[{name}]"
     return aws_proxy

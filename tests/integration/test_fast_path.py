@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from proxy.app import GatewayApp
 from proxy.gateway import load_gateway
 
 http1 = gwcore.load("http1")
+FIXTURES = str(Path(__file__).resolve().parent.parent / "functions" / "fixtures")
 T = 5.0
 
 
@@ -101,6 +103,10 @@ apis:
       - route: GET /cached/{{id}}
         cache: {{enabled: true}}
         integration: {{type: http_proxy, uri: "http://127.0.0.1:{port}/cached/{{id}}"}}
+      - route: GET /fn
+        integration: {{type: aws_proxy, function: ok}}
+functions:
+  ok: {{handler: basic.ok, code: "{fixtures}", runtime: inline, inline_sync: loop}}
 api_keys:
   k1: {{sha256: {key_sha}}}
 usage_plans:
@@ -112,7 +118,7 @@ class Gateway:
     def __init__(self, up_port: int):
         self.dir = tempfile.mkdtemp(prefix="gwfast-")
         path = Path(self.dir, "gateway.yaml")
-        path.write_text(CONFIG.format(port=up_port,
+        path.write_text(CONFIG.format(port=up_port, fixtures=FIXTURES,
                                       key_sha=hashlib.sha256(b"secret-key-1").hexdigest()))
         self.app = GatewayApp(load_gateway(str(path)))
         self.app.raw_paths = True
@@ -314,5 +320,25 @@ def test_client_gone_while_the_upstream_answers():
         w.write(get("/prod/p/next"))
         status, _, body = await read_response(r)
         assert status == 200 and orjson.loads(body)["target"] == "/next"
+        w.close()
+    run(t)
+
+
+def test_inline_function_answers_are_written_at_once():
+    """A sync handler on the loop answers inside serve_now: no task for the connection."""
+    async def t(up: Upstream, gw: Gateway):
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        w.write(get("/prod/fn"))                     # loads the handler (awaited, a task)
+        status, headers, body = await read_response(r)
+        assert status == 200 and body == str(os.getpid()).encode()
+        w.close()
+        before = set(asyncio.all_tasks())
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        for _ in range(5):
+            w.write(get("/prod/fn"))
+            status, headers, body = await read_response(r)
+            assert status == 200 and body == str(os.getpid()).encode()
+            assert headers["x-amzn-requestid"] == headers["x-request-id"]
+            assert not client_tasks(before)
         w.close()
     run(t)
