@@ -249,14 +249,21 @@ def _link_integration(link, template, fixed_query, pass_host, host_header, timeo
     request = link.request
     done = link.done
 
-    async def vpc_link_proxy(req):
+    def vpc_link_proxy(req):
         target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+        return send(req, target, headers)
+
+    async def send(req, target, headers):
         if req.has_body():
             body, length = await _request_body(req)
         else:
             body = length = None
+        return await finish(req, request(req.method, target, headers, body, length, timeout))
+
+    async def finish(req, pending):
+        """The answer once ``pending`` (the link's request) gives (response, target)."""
         try:
-            resp, t = await request(req.method, target, headers, body, length, timeout)
+            resp, t = await pending
         except NoTarget as e:
             return service_unavailable(e.retry_after)
         except UpstreamTimeout:
@@ -265,6 +272,11 @@ def _link_integration(link, template, fixed_query, pass_host, host_header, timeo
             if e.kind.startswith("connect"):   # nothing reached any target: unavailable
                 return service_unavailable(link.retry_after())
             return gateway_response(502, "Bad Gateway")
+        answer = relay(req, resp, t)
+        return answer if type(answer) is Response else await answer
+
+    def relay(req, resp, t):
+        """A Response when the upstream's arrived whole, else the coroutine relaying it."""
         whole = _relay_done(req, resp)
         if whole is not None:
             done(t)
@@ -275,6 +287,25 @@ def _link_integration(link, template, fixed_query, pass_host, host_header, timeo
                 await resp.aclose()
             finally:
                 done(t)
-        return await _relay(req, resp, close)
+        return _relay(req, resp, close)
 
+    def start(req):
+        """The callback-mode entry, as for plain routes (see build_integration)."""
+        if req.has_body():
+            return vpc_link_proxy(req)
+        target, headers = _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port)
+        sent = link.begin(req.method, target, headers, timeout, on_upstream, req)
+        if sent is True:
+            return True
+        return finish(req, request(req.method, target, headers, None, None, timeout, sent))
+
+    def on_upstream(req, resp, t, pending):
+        try:
+            answer = finish(req, pending) if resp is None else relay(req, resp, t)
+        except Exception:   # never into the upstream connection's protocol callbacks
+            log.exception("request %s: upstream answer failed", req.request_id)
+            answer = gateway_response(502, "Bad Gateway")
+        req.reply(req, answer)
+
+    vpc_link_proxy.start = start
     return vpc_link_proxy

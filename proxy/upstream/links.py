@@ -198,38 +198,82 @@ class Link:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- the request ---------------------------------------------------------------
-    async def request(self, method: str, target: str, headers: list, body, body_length, timeout: float):
+    async def request(self, method: str, target: str, headers: list, body, body_length, timeout: float,
+                      picked: Target | None = None):
         """Send through a chosen target, retrying per the link's policy.
 
         Returns ``(response, target)``; the caller calls ``self.done(target)`` once the
         response is finished (read, or streamed and closed). Raises ``NoTarget`` (503) or
         the last ``UpstreamError``.
         """
-        t = self.pick(None)
+        t = picked if picked is not None else self.pick(None)
         if t is None:
             raise NoTarget("no healthy target", self.retry_after())
-        started = _monotonic()
+        return await self._attempt(t, method, target, headers, body, body_length, timeout,
+                                   _monotonic(), False)
+
+    async def _attempt(self, t: Target, method, target, headers, body, body_length, timeout: float,
+                       started: float, fresh: bool):
+        """A try on ``t`` (``fresh``: on a new connection) and, if it fails, the retries."""
         try:
-            return await self._send(t, method, target, headers, body, body_length, timeout), t
+            left = timeout - (_monotonic() - started) if fresh else timeout
+            return await self._send(t, method, target, headers, body, body_length, left, fresh), t
         except UpstreamError as e:
             return await self._after_failure(e, t, method, target, headers, body, body_length,
                                              started + timeout, started)
 
-    async def _send(self, t: Target, method, target, headers, body, body_length, timeout):
+    async def _send(self, t: Target, method, target, headers, body, body_length, timeout,
+                    fresh: bool = False):
         """One try on ``t``, with its in-flight count and outcome accounting. On success the
         target stays counted in flight until ``done(t)``; on failure it is released here."""
         t.outstanding += 1
         try:
-            resp = await t.pool.request(method, target, headers, body, timeout=timeout, body_length=body_length)
+            resp = await t.pool.request(method, target, headers, body, timeout=timeout,
+                                        body_length=body_length, fresh=fresh)
         except BaseException:
             t.outstanding -= 1
             raise
+        self._account(t, resp)
+        return resp
+
+    def _account(self, t: Target, resp) -> None:
         t.requests += 1
         if resp.status >= 500:
             self.failed(t, f"status {resp.status}")
         elif t.fails or t.ejections:
             self.succeeded(t)
-        return resp
+
+    def begin(self, method: str, target: str, headers: list, timeout: float, cb, arg):
+        """Callback mode for a request without a body (see ``UpstreamPool.start``), through a
+        chosen target. Not sent when there is no target (None) or the one chosen has no idle
+        connection (that target: pass it to :meth:`request` as ``picked``, so that a target
+        without an idle connection is not skipped for ever). True when sent; then
+        ``cb(arg, response, target, pending)`` is
+        called once: with the response (the target counted in flight until ``done(target)``),
+        or with ``pending``, the coroutine of what :meth:`request` does after that failure
+        (the stale keep-alive retry, or the link's retries), giving ``(response, target)``."""
+        t = self.pick(None)
+        if t is None:
+            return None
+        if not t.pool.start(method, target, headers, timeout, self._answered,
+                            (t, method, target, headers, timeout, _monotonic(), cb, arg)):
+            return t
+        t.outstanding += 1
+        return True
+
+    def _answered(self, st, resp, exc, retry: bool) -> None:
+        t, method, target, headers, timeout, started, cb, arg = st
+        if resp is not None:
+            self._account(t, resp)
+            cb(arg, resp, t, None)
+            return
+        t.outstanding -= 1
+        if retry:   # a stale keep-alive connection: once more on a new one, as request() does
+            pending = self._attempt(t, method, target, headers, None, None, timeout, started, True)
+        else:
+            pending = self._after_failure(exc, t, method, target, headers, None, None,
+                                          started + timeout, started)
+        cb(arg, None, t, pending)
 
     async def _after_failure(self, e, t, method, target, headers, body, body_length, deadline, started):
         window = self.retry_window

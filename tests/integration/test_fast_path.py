@@ -35,6 +35,7 @@ class Upstream:
         self.connections = 0
         self.requests: list[tuple[str, str]] = []
         self.drop_next = 0        # the next N requests: read, then close without a byte
+        self.garbage = False      # answer /garbage with a malformed status line
         self.server = None
         self.port = 0
 
@@ -54,6 +55,9 @@ class Upstream:
                     self.drop_next -= 1
                     w.close()
                     return
+                if target.startswith("/garbage") and self.garbage:
+                    w.write(b"HTTP/1.1 abc\r\n\r\n")
+                    continue
                 if target.startswith("/stall"):
                     await asyncio.sleep(10)
                     return
@@ -105,6 +109,13 @@ apis:
         integration: {{type: http_proxy, uri: "http://127.0.0.1:{port}/cached/{{id}}"}}
       - route: GET /fn
         integration: {{type: aws_proxy, function: ok}}
+      - route: ANY /link/{{proxy+}}
+        integration: {{type: http_proxy, vpc_link: orders, uri: "http://orders/{{proxy}}", timeout: 0.5s}}
+vpc_links:
+  orders:
+    targets: ["127.0.0.1:{port}", "127.0.0.1:{port2}"]
+    outlier: {{consecutive_failures: 100}}
+    private: false               # the plain routes name the same address
 functions:
   ok: {{handler: basic.ok, code: "{fixtures}", runtime: inline, inline_sync: loop}}
 api_keys:
@@ -115,10 +126,10 @@ usage_plans:
 
 
 class Gateway:
-    def __init__(self, up_port: int):
+    def __init__(self, up_port: int, up_port2: int = 9):
         self.dir = tempfile.mkdtemp(prefix="gwfast-")
         path = Path(self.dir, "gateway.yaml")
-        path.write_text(CONFIG.format(port=up_port, fixtures=FIXTURES,
+        path.write_text(CONFIG.format(port=up_port, port2=up_port2, fixtures=FIXTURES,
                                       key_sha=hashlib.sha256(b"secret-key-1").hexdigest()))
         self.app = GatewayApp(load_gateway(str(path)))
         self.app.raw_paths = True
@@ -175,17 +186,23 @@ def get(path: str, method: str = "GET", extra: str = "") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: gw\r\n{extra}\r\n".encode()
 
 
-def run(test):
+def run(test, two: bool = False):
     async def main():
         up = Upstream()
         await up.start()
-        gw = Gateway(up.port)
+        up2 = None
+        if two:
+            up2 = Upstream()
+            await up2.start()
+        gw = Gateway(up.port, up2.port if two else 9)
         await gw.start()
         try:
-            await asyncio.wait_for(test(up, gw), 30)
+            await asyncio.wait_for(test(up, gw) if not two else test(up, up2, gw), 30)
         finally:
             await gw.close()
             up.close()
+            if up2 is not None:
+                up2.close()
     asyncio.run(main())
 
 
@@ -342,3 +359,46 @@ def test_inline_function_answers_are_written_at_once():
             assert not client_tasks(before)
         w.close()
     run(t)
+
+
+def test_vpc_link_routes_take_the_fast_path_with_the_links_retries():
+    async def t(up: Upstream, up2: Upstream, gw: Gateway):
+        link = gw.app.gw.services.links.get("orders")
+        assert gw.route("GET", "/link/a").start is not None
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        for i in range(4):                         # warm both targets (round robin)
+            w.write(get(f"/prod/link/warm{i}"))
+            assert (await read_response(r))[0] == 200
+        assert up.connections == 1 and up2.connections == 1   # neither skipped
+        w.close()
+        before = set(asyncio.all_tasks())
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        for i in range(6):
+            w.write(get(f"/prod/link/x/{i}"))
+            status, _, body = await read_response(r)
+            assert status == 200 and orjson.loads(body)["target"] == f"/x/{i}"
+        assert not client_tasks(before)               # answered from the upstreams' callbacks
+        assert [t.outstanding for t in link.targets] == [0, 0]
+        # a stale kept-alive connection: the same target again on a new connection, and
+        # not a failure of the target
+        up.drop_next = up2.drop_next = 1
+        for i in range(2):
+            w.write(get(f"/prod/link/stale{i}"))
+            status, _, body = await read_response(r)
+            assert status == 200 and orjson.loads(body)["target"] == f"/stale{i}"
+        assert [t.failures for t in link.targets] == [0, 0]
+        # a malformed answer from one target: the link's retry sends it to the other one
+        up2.garbage = True
+        for i in range(2):
+            w.write(get(f"/prod/link/garbage{i}"))
+            status, _, body = await read_response(r)
+            assert status == 200 and orjson.loads(body)["target"] == f"/garbage{i}"
+        assert [t.failures for t in link.targets] == [0, 1]
+        # not idempotent, and the request was sent: no retry, 502
+        up.drop_next = up2.drop_next = 1
+        w.write(get("/prod/link/order", method="POST"))
+        status, _, body = await read_response(r)
+        assert status == 502 and orjson.loads(body) == {"message": "Bad Gateway"}
+        assert [t.outstanding for t in link.targets] == [0, 0]
+        w.close()
+    run(t, two=True)
