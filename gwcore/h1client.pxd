@@ -87,6 +87,7 @@ cdef class Connection:
     cpdef _disarm(self)
     cpdef _on_timer(self)
     cpdef _call_back(self)
+    cpdef UpstreamResponse _new_request(self, bint is_head, double read_timeout, bint request_done)
     cpdef start(self, bytes head, bint is_head, bint idempotent, double deadline,
                 double read_timeout, object cb, object arg)
 

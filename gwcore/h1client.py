@@ -678,26 +678,29 @@ class Connection:
         ``cb(arg, response, error, retry)`` is called from the protocol callbacks once: right
         after the data that completed the final response head was parsed (with the whole
         body too when it came along), or on an error before that (a timeout included)."""
-        b = _Body(self, self.loop, read_timeout)
-        resp = UpstreamResponse(b)
+        self._cb_resp = self._new_request(is_head, read_timeout, True)
+        self._head_waiter = None
+        self._cb = cb
+        self._cb_arg = arg
+        self._cb_idem = idempotent
+        self._deliver = False
+        self._arm(deadline)
+        self.transport.write(head)
+
+    def _new_request(self, is_head: bool, read_timeout: float, request_done: bool) -> UpstreamResponse:
+        """The response (and its body state) of a request about to be written."""
+        resp = UpstreamResponse(_Body(self, self.loop, read_timeout))
         self._resp = resp
-        self._body = b
+        self._body = resp._b
         self._is_head = is_head
-        self._request_done = True
+        self._request_done = request_done
         self._head_done = False
         self._response_started = False
         self._until_close = False
         self._after_feed = 0
         self.body_pulled = False
-        self._head_waiter = None
-        self._cb = cb
-        self._cb_arg = arg
-        self._cb_resp = resp
-        self._cb_idem = idempotent
-        self._deliver = False
         self.requests += 1
-        self._arm(deadline)
-        self.transport.write(head)
+        return resp
 
     async def send(
         self,
@@ -712,18 +715,8 @@ class Connection:
         if self.state != ACTIVE:
             raise ResetError("connection closed before the request was sent", request_sent=False)
         loop = self.loop
-        b = _Body(self, loop, read_timeout)
-        resp = UpstreamResponse(b)
-        self._resp = resp
-        self._body = b
-        self._is_head = is_head
-        self._request_done = False
-        self._head_done = False
-        self._response_started = False
-        self._until_close = False
-        self._after_feed = 0
-        self.body_pulled = False
-        self.requests += 1
+        resp = self._new_request(is_head, read_timeout, False)
+        b = resp._b
         waiter = self._head_waiter = loop.create_future()
         self._arm(deadline)
         transport = self.transport

@@ -95,6 +95,15 @@ class TrustedProxies:
         return hops[0] if hops else peer
 
 
+def _failed(req: Request, e: Exception) -> Response:
+    """The answer for a request whose handling raised ``e`` (logged unless expected)."""
+    if isinstance(e, BodyTooLarge):
+        return gateway_response(413, "Request Entity Too Large")
+    log.error("request %s failed:\n%s", req.request_id,
+              "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    return gateway_response(500, "Internal server error")
+
+
 class GatewayApp:
     """RSGI application object (``__rsgi__``, ``__rsgi_init__``, ``__rsgi_del__``)."""
 
@@ -187,11 +196,8 @@ class GatewayApp:
                     r = r.resp
                 else:
                     return self.serve(ex, req, r)
-        except BodyTooLarge:
-            r = gateway_response(413, "Request Entity Too Large")
-        except Exception:
-            log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
-            r = gateway_response(500, "Internal server error")
+        except Exception as e:
+            r = _failed(req, e)
         if r.stream is None and r.on_close is None and not self.access_log:
             self._respond_now(ex, req, r)
             return None
@@ -204,8 +210,8 @@ class GatewayApp:
         if type(r) is Response and r.stream is None and r.on_close is None:
             try:
                 self._respond_now(ex, req, r)
-            except Exception:
-                log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
+            except Exception as e:
+                _failed(req, e)     # logged; the front end answers 500 if nothing was sent
             ex.complete()
             return
         ex.continue_with(self.serve(ex, req, r if type(r) is not Response else answered(r)))
@@ -213,11 +219,8 @@ class GatewayApp:
     async def serve(self, proto, req: Request, aw=None):
         try:
             resp = await (self.handle(req) if aw is None else aw)
-        except BodyTooLarge:
-            resp = gateway_response(413, "Request Entity Too Large")
-        except Exception:
-            log.error("request %s failed:\n%s", req.request_id, traceback.format_exc())
-            resp = gateway_response(500, "Internal server error")
+        except Exception as e:
+            resp = _failed(req, e)
         if resp.stream is None and resp.on_close is None and not self.access_log:
             self._respond_now(proto, req, resp)
         else:

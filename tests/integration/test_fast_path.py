@@ -393,7 +393,8 @@ def test_vpc_link_routes_take_the_fast_path_with_the_links_retries():
             w.write(get(f"/prod/link/garbage{i}"))
             status, _, body = await read_response(r)
             assert status == 200 and orjson.loads(body)["target"] == f"/garbage{i}"
-        assert [t.failures for t in link.targets] == [0, 1]
+        # (once or twice: a retry moves the round robin on, so the next pick may be it again)
+        assert link.targets[0].failures == 0 and link.targets[1].failures in (1, 2)
         # not idempotent, and the request was sent: no retry, 502
         up.drop_next = up2.drop_next = 1
         w.write(get("/prod/link/order", method="POST"))
