@@ -9,6 +9,14 @@ request, which is what the gateway app sees of the connection: the request body 
 async iterator, and ``response_empty`` / ``response_bytes`` / ``response_stream`` to answer
 (the same three calls as granian's RSGI protocol object, so ``proxy.app`` serves both).
 
+Requests are handed to ``app.serve_now(exchange, peer)`` once a read has been parsed. It
+answers at once (returns None: the exchange is finished there and then, from
+``data_received``), or later from a callback (returns True; ``exchange.complete()``, or
+``exchange.continue_with(awaitable)``), or returns an awaitable. Only awaitables involve
+the connection's task, made the first time one is needed and parked on a future between
+requests: a mock, a cache hit or a proxied request answered from the upstream's own
+``data_received`` costs no task step at all.
+
 What it does that a user of nginx expects:
 - keep-alive and pipelining (requests answered in order; reading pauses while one waits);
 - request bodies streamed with flow control (reading pauses past ``BODY_HIGH`` buffered

@@ -9,7 +9,11 @@ Each feature module may provide any of these hooks (all optional):
   each worker before serving) and ``async close()`` (on shutdown).
 - ``build_stage(rb: RouteBuild) -> Stage | None``: the per-route stage, decided at config
   time; ``None`` when the route does not need it (no cost per request then). A stage is
-  ``async def stage(req, next) -> Response``: it answers, or returns ``await next(req)``.
+  ``async def stage(req, next) -> Response``: it answers, or returns ``await next(req)``;
+  or a plain function returning ``next(req)`` itself or ``context.answered(resp)``. Such a
+  stage that returns ``next(req)`` unchanged whenever it does not answer may say so with
+  ``stage.passes_through = True``: the route then keeps its integration's callback entry
+  (``handler.start``, the native front end's fast path; see ``gateway._build_route``).
 - ``admin_routes(gateway) -> list[(method, path, handler)]``: endpoints on the admin
   listener; ``path`` may end with ``*`` for a prefix; ``handler(areq) -> Response``.
 
