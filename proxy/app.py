@@ -185,7 +185,7 @@ class GatewayApp:
             r = self._route(req)
             if type(r) is not Response:
                 start = r.start
-                if start is not None and not self.access_log:
+                if start is not None:
                     req.reply = self._reply_cb
                     r = start(req)
                     if r is True:
@@ -198,7 +198,7 @@ class GatewayApp:
                     return self.serve(ex, req, r)
         except Exception as e:
             r = _failed(req, e)
-        if r.stream is None and r.on_close is None and not self.access_log:
+        if r.stream is None and r.on_close is None:
             self._respond_now(ex, req, r)
             return None
         return self.serve(ex, req, answered(r))
@@ -221,7 +221,7 @@ class GatewayApp:
             resp = await (self.handle(req) if aw is None else aw)
         except Exception as e:
             resp = _failed(req, e)
-        if resp.stream is None and resp.on_close is None and not self.access_log:
+        if resp.stream is None and resp.on_close is None:
             self._respond_now(proto, req, resp)
         else:
             await self.respond(proto, req, resp)
@@ -271,7 +271,7 @@ class GatewayApp:
         return gateway_response(403, "Missing Authentication Token")
 
     def _respond_now(self, proto, req: Request, resp: Response) -> None:
-        """A whole (not streamed) response with nothing to release afterwards."""
+        """A whole (not streamed) response, written now (and its access log line)."""
         headers = resp.headers
         headers.append((self.rid_header, req.request_id))
         status = resp.status
@@ -281,6 +281,16 @@ class GatewayApp:
         else:
             # HEAD: the front end sends the head only, with the body's length
             proto.response_bytes(status, headers, resp.body)
+        if self.access_log:
+            self._log(req, status)
+
+    def _log(self, req: Request, status: int) -> None:
+        """One access log line (buffered, written once a second)."""
+        dur = (_perf_ns() - req.start_ns) / 1e6
+        self._log_buf.append(
+            f'{req.client_ip} - [{time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(req.start_time))}] '
+            f'"{req.method} {req.path}{"?" + req.query if req.query else ""} HTTP/{req.http_version}" '
+            f'{status} {req.request_id} {dur:.3f}ms\n')
 
     async def respond(self, proto, req: Request, resp: Response) -> None:
         headers = resp.headers
@@ -297,12 +307,8 @@ class GatewayApp:
                     await resp.on_close()
                 except Exception:
                     pass
-        if self.access_log:
-            dur = (_perf_ns() - req.start_ns) / 1e6
-            self._log_buf.append(
-                f'{req.client_ip} - [{time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(req.start_time))}] '
-                f'"{req.method} {req.path}{"?" + req.query if req.query else ""} HTTP/{req.http_version}" '
-                f'{status} {req.request_id} {dur:.3f}ms\n')
+        if self.access_log and resp.stream is not None:   # whole ones were logged when written
+            self._log(req, status)
 
     async def _stream(self, proto, req, resp, headers):
         stream = resp.stream

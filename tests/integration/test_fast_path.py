@@ -91,7 +91,7 @@ class Upstream:
 
 CONFIG = """
 server:
-  access_log: false
+  access_log: {access_log}
 throttle: {{rate: 100000, burst: 100000}}
 apis:
   shop:
@@ -126,10 +126,11 @@ usage_plans:
 
 
 class Gateway:
-    def __init__(self, up_port: int, up_port2: int = 9):
+    def __init__(self, up_port: int, up_port2: int = 9, access_log: bool = False):
         self.dir = tempfile.mkdtemp(prefix="gwfast-")
         path = Path(self.dir, "gateway.yaml")
         path.write_text(CONFIG.format(port=up_port, port2=up_port2, fixtures=FIXTURES,
+                                      access_log="true" if access_log else "false",
                                       key_sha=hashlib.sha256(b"secret-key-1").hexdigest()))
         self.app = GatewayApp(load_gateway(str(path)))
         self.app.raw_paths = True
@@ -186,7 +187,7 @@ def get(path: str, method: str = "GET", extra: str = "") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: gw\r\n{extra}\r\n".encode()
 
 
-def run(test, two: bool = False):
+def run(test, two: bool = False, access_log: bool = False):
     async def main():
         up = Upstream()
         await up.start()
@@ -194,7 +195,7 @@ def run(test, two: bool = False):
         if two:
             up2 = Upstream()
             await up2.start()
-        gw = Gateway(up.port, up2.port if two else 9)
+        gw = Gateway(up.port, up2.port if two else 9, access_log)
         await gw.start()
         try:
             await asyncio.wait_for(test(up, gw) if not two else test(up, up2, gw), 30)
@@ -403,3 +404,29 @@ def test_vpc_link_routes_take_the_fast_path_with_the_links_retries():
         assert [t.outstanding for t in link.targets] == [0, 0]
         w.close()
     run(t, two=True)
+
+
+def test_access_log_lines_on_the_fast_path():
+    """With the access log on, answers still take the fast path and each gets its line."""
+    async def t(up: Upstream, gw: Gateway):
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        w.write(get("/prod/p/warm"))
+        await read_response(r)
+        w.close()
+        gw.app._log_buf.clear()
+        before = set(asyncio.all_tasks())
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        ids = []
+        for path in ("/prod/p/a?x=1", "/prod/nope", "/prod/keyed/1"):
+            w.write(get(path))
+            status, headers, _ = await read_response(r)
+            ids.append((path, status, headers["x-request-id"]))
+        assert not client_tasks(before)
+        lines = list(gw.app._log_buf)
+        assert len(lines) == 3, lines
+        for line, (path, status, rid) in zip(lines, ids):
+            assert line.startswith("127.0.0.1 - [")
+            assert f'"GET {path} HTTP/1.1" {status} {rid} ' in line and line.endswith("ms\n")
+        assert [s for _, s, _ in ids] == [200, 403, 403]
+        w.close()
+    run(t, access_log=True)
