@@ -183,6 +183,22 @@ async def read_response(r: asyncio.StreamReader, head_only: bool = False):
     return status, headers, await asyncio.wait_for(r.readexactly(n), T)
 
 
+async def warmed(gw) -> tuple:
+    """A client connection, after one plain request (the pool then holds an idle upstream
+    connection and knows its loop: the next plain requests can take the callback path)."""
+    r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+    w.write(get("/prod/p/warm"))
+    assert (await read_response(r))[0] == 200
+    return r, w
+
+
+async def expect_target(r, w, path: str, target: str) -> None:
+    """GET ``path``: a 200 whose body says the upstream was asked for ``target``."""
+    w.write(get(path))
+    status, _, body = await read_response(r)
+    assert status == 200 and orjson.loads(body)["target"] == target
+
+
 def get(path: str, method: str = "GET", extra: str = "") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: gw\r\n{extra}\r\n".encode()
 
@@ -252,9 +268,7 @@ def test_plain_requests_are_answered_without_a_task_and_match_the_awaited_path()
 
 def test_pipelined_plain_requests_come_back_in_order():
     async def t(up: Upstream, gw: Gateway):
-        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/warm"))
-        await read_response(r)
+        r, w = await warmed(gw)
         w.write(b"".join(get(f"/prod/p/n/{i}") for i in range(30)))
         for i in range(30):
             status, _, body = await read_response(r)
@@ -265,13 +279,9 @@ def test_pipelined_plain_requests_come_back_in_order():
 
 def test_stale_upstream_connection_is_retried_for_get_not_for_post():
     async def t(up: Upstream, gw: Gateway):
-        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/warm"))
-        await read_response(r)
+        r, w = await warmed(gw)
         up.drop_next = 1                 # the kept-alive connection dies as it is reused
-        w.write(get("/prod/p/again"))
-        status, _, body = await read_response(r)
-        assert status == 200 and orjson.loads(body)["target"] == "/again"
+        await expect_target(r, w, "/prod/p/again", "/again")
         assert up.requests[-2:] == [("GET", "/again"), ("GET", "/again")]
         assert up.connections == 2
         up.drop_next = 1                 # a POST (no body) that may have run is not sent twice
@@ -286,27 +296,21 @@ def test_stale_upstream_connection_is_retried_for_get_not_for_post():
 
 def test_upstream_timeout_on_the_fast_path_is_504():
     async def t(up: Upstream, gw: Gateway):
-        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/warm"))
-        await read_response(r)
+        r, w = await warmed(gw)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         w.write(get("/prod/p/stall"))
         status, _, body = await read_response(r)
         assert status == 504 and orjson.loads(body) == {"message": "Endpoint request timed out"}
         assert 0.4 < loop.time() - t0 < 2.0              # the route's 0.5 s timeout
-        w.write(get("/prod/p/after"))                      # the client connection goes on
-        status, _, body = await read_response(r)
-        assert status == 200 and orjson.loads(body)["target"] == "/after"
+        await expect_target(r, w, "/prod/p/after", "/after")   # the client connection goes on
         w.close()
     run(t)
 
 
 def test_large_chunked_and_head_responses_on_the_fast_path():
     async def t(up: Upstream, gw: Gateway):
-        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/warm"))
-        await read_response(r)
+        r, w = await warmed(gw)
         w.write(get("/prod/p/big"))
         status, headers, body = await read_response(r)
         assert status == 200 and body == bytes(range(256)) * 1200
@@ -317,27 +321,21 @@ def test_large_chunked_and_head_responses_on_the_fast_path():
         status, headers, _ = await read_response(r, head_only=True)
         expect = len(orjson.dumps({"method": "HEAD", "target": "/h"}))
         assert status == 200 and headers["content-length"] == str(expect)
-        w.write(get("/prod/p/after-head"))                 # nothing was left on the wire
-        status, _, body = await read_response(r)
-        assert status == 200 and orjson.loads(body)["target"] == "/after-head"
+        await expect_target(r, w, "/prod/p/after-head", "/after-head")   # nothing was left on the wire
         w.close()
     run(t)
 
 
 def test_client_gone_while_the_upstream_answers():
     async def t(up: Upstream, gw: Gateway):
-        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/warm"))
-        await read_response(r)
+        r, w = await warmed(gw)
         w.write(get("/prod/p/stall"))
         await asyncio.sleep(0.05)
         w.transport.abort()
         await asyncio.sleep(0.7)                            # the upstream timeout fires meanwhile
         assert not gw.srv.connections
         r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/next"))
-        status, _, body = await read_response(r)
-        assert status == 200 and orjson.loads(body)["target"] == "/next"
+        await expect_target(r, w, "/prod/p/next", "/next")
         w.close()
     run(t)
 
@@ -375,25 +373,19 @@ def test_vpc_link_routes_take_the_fast_path_with_the_links_retries():
         before = set(asyncio.all_tasks())
         r, w = await asyncio.open_connection("127.0.0.1", gw.port)
         for i in range(6):
-            w.write(get(f"/prod/link/x/{i}"))
-            status, _, body = await read_response(r)
-            assert status == 200 and orjson.loads(body)["target"] == f"/x/{i}"
+            await expect_target(r, w, f"/prod/link/x/{i}", f"/x/{i}")
         assert not client_tasks(before)               # answered from the upstreams' callbacks
         assert [t.outstanding for t in link.targets] == [0, 0]
         # a stale kept-alive connection: the same target again on a new connection, and
         # not a failure of the target
         up.drop_next = up2.drop_next = 1
         for i in range(2):
-            w.write(get(f"/prod/link/stale{i}"))
-            status, _, body = await read_response(r)
-            assert status == 200 and orjson.loads(body)["target"] == f"/stale{i}"
+            await expect_target(r, w, f"/prod/link/stale{i}", f"/stale{i}")
         assert [t.failures for t in link.targets] == [0, 0]
         # a malformed answer from one target: the link's retry sends it to the other one
         up2.garbage = True
         for i in range(2):
-            w.write(get(f"/prod/link/garbage{i}"))
-            status, _, body = await read_response(r)
-            assert status == 200 and orjson.loads(body)["target"] == f"/garbage{i}"
+            await expect_target(r, w, f"/prod/link/garbage{i}", f"/garbage{i}")
         # (once or twice: a retry moves the round robin on, so the next pick may be it again)
         assert link.targets[0].failures == 0 and link.targets[1].failures in (1, 2)
         # not idempotent, and the request was sent: no retry, 502
@@ -409,9 +401,7 @@ def test_vpc_link_routes_take_the_fast_path_with_the_links_retries():
 def test_access_log_lines_on_the_fast_path():
     """With the access log on, answers still take the fast path and each gets its line."""
     async def t(up: Upstream, gw: Gateway):
-        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-        w.write(get("/prod/p/warm"))
-        await read_response(r)
+        r, w = await warmed(gw)
         w.close()
         gw.app._log_buf.clear()
         before = set(asyncio.all_tasks())

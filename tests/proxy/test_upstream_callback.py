@@ -70,6 +70,20 @@ class Recorder:
         return info
 
 
+async def started(script, target: str, timeout: float = 2.0, warm_timeout: float | None = None):
+    """A server running ``script``, a pool warmed by one request (so it has an idle
+    connection), and a Recorder for one ``start()`` of ``GET target``, already sent."""
+    srv = await Server(scripted(script)).start()
+    pool = srv.pool()
+    if warm_timeout is None:
+        await warm(pool)
+    else:
+        await warm(pool, timeout=warm_timeout)
+    rec = Recorder(pool)
+    assert pool.start("GET", target, HOST, timeout, rec, None) is True
+    return srv, pool, rec
+
+
 async def never_called(rec: Recorder, wait: float = 0.05) -> None:
     await asyncio.sleep(wait)
     assert rec.calls == []
@@ -354,11 +368,7 @@ def test_body_read_timeout_after_the_head(run: Any) -> None:
         return False
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/stall", HOST, 0.2, rec, None) is True
+        srv, pool, rec = await started(script, "/stall", 0.2)
         info = await rec.wait(settle=0)
         resp = info["resp"]
         assert info["body_now"] is None
@@ -431,11 +441,7 @@ def test_longer_timeout_is_not_cut_at_an_earlier_deadline(run: Any) -> None:
         return True
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool, timeout=0.15)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/late", HOST, 2.0, rec, None) is True
+        srv, pool, rec = await started(script, "/late", 2.0, warm_timeout=0.15)
         info = await rec.wait()
         assert info["exc"] is None and info["resp"].status == 200 and info["body_now"] == b"ok"
         assert srv.connections == 1
@@ -604,11 +610,7 @@ def test_malformed_response(run: Any, raw: bytes) -> None:
         return True
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/bad", HOST, 2.0, rec, None) is True
+        srv, pool, rec = await started(script, "/bad", 2.0)
         info = await rec.wait()
         assert info["resp"] is None
         assert isinstance(info["exc"], ProtocolError), info["exc"]
@@ -716,11 +718,7 @@ def test_close_mid_body_calls_back_once(run: Any, how: str) -> None:
         return False  # FIN
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/trunc", HOST, 2.0, rec, None) is True
+        srv, pool, rec = await started(script, "/trunc", 2.0)
         info = await rec.wait(settle=0)
         resp = info["resp"]
         assert info["exc"] is None and info["retry"] is False
@@ -749,11 +747,7 @@ def test_unsolicited_bytes_after_the_response(run: Any) -> None:
         return True
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/two", HOST, 2.0, rec, None) is True
+        srv, pool, rec = await started(script, "/two", 2.0)
         info = await rec.wait()
         assert info["exc"] is None and info["resp"].status == 200 and info["body_now"] == b"a"
         await asyncio.sleep(0.02)
@@ -834,11 +828,7 @@ def test_response_framing_variants(run: Any, kind: str) -> None:
         return True
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/v", HOST, 2.0, rec, None) is True
+        srv, pool, rec = await started(script, "/v", 2.0)
         info = await rec.wait()
         resp = info["resp"]
         assert info["exc"] is None and resp.status == 200
@@ -880,11 +870,7 @@ def test_malformed_body_after_the_head(run: Any) -> None:
         return True
 
     async def main() -> None:
-        srv = await Server(scripted(script)).start()
-        pool = srv.pool()
-        await warm(pool)
-        rec = Recorder(pool)
-        assert pool.start("GET", "/bad-chunk", HOST, 2.0, rec, None) is True
+        srv, pool, rec = await started(script, "/bad-chunk", 2.0)
         info = await rec.wait()
         assert info["exc"] is None and info["resp"].status == 200 and info["body_now"] is None
         with pytest.raises(ProtocolError):
