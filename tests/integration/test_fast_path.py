@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -220,7 +221,14 @@ def run(test, two: bool = False, access_log: bool = False):
             up.close()
             if up2 is not None:
                 up2.close()
-    asyncio.run(main())
+    # the inline function's module and code directory: other tests check that a config
+    # check leaves neither behind, so this process-wide state is put back as it was
+    path = list(sys.path)
+    try:
+        asyncio.run(main())
+    finally:
+        sys.path[:] = path
+        sys.modules.pop("basic", None)
 
 
 def client_tasks(before: set) -> set:
