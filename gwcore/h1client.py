@@ -1038,26 +1038,24 @@ class UpstreamPool:
         is_head = method == "HEAD"
         rt = timeout if read_timeout is None else read_timeout
 
-        if fresh:  # a retry after start() met a stale keep-alive connection
-            conn = await self._acquire(loop, deadline, True)
-            return await conn.send(head, body, body_length, is_head, deadline, rt)
-        conn = self._take_idle(loop)
-        if conn is None:
-            conn = await self._acquire(loop, deadline, False)
-        try:
-            return await conn.send(head, body, body_length, is_head, deadline, rt)
-        except ResetError as e:
-            # Stale keep-alive race: the server closed an idle connection just as we
-            # reused it. Retry once on a new connection if no response byte came back
-            # and the body can be sent again (bytes, or a stream not yet touched).
-            # A request that may have reached the server is replayed only when it is
-            # idempotent (RFC 9110 9.2.2): a POST the server got and then reset must not
-            # run twice.
-            if e.request_sent and (
-                conn.requests <= 1 or e.response_started or (not replayable and conn.body_pulled)
-                or method not in _IDEMPOTENT
-            ):
-                raise
+        if not fresh:  # (fresh: a retry after start() met a stale keep-alive connection)
+            conn = self._take_idle(loop)
+            if conn is None:
+                conn = await self._acquire(loop, deadline, False)
+            try:
+                return await conn.send(head, body, body_length, is_head, deadline, rt)
+            except ResetError as e:
+                # Stale keep-alive race: the server closed an idle connection just as we
+                # reused it. Retry once on a new connection if no response byte came back
+                # and the body can be sent again (bytes, or a stream not yet touched).
+                # A request that may have reached the server is replayed only when it is
+                # idempotent (RFC 9110 9.2.2): a POST the server got and then reset must
+                # not run twice.
+                if e.request_sent and (
+                    conn.requests <= 1 or e.response_started
+                    or (not replayable and conn.body_pulled) or method not in _IDEMPOTENT
+                ):
+                    raise
         conn = await self._acquire(loop, deadline, True)
         return await conn.send(head, body, body_length, is_head, deadline, rt)
 
@@ -1068,9 +1066,10 @@ class UpstreamPool:
         is at hand (or the pool has not served a request yet): use :meth:`request` then.
         ``timeout`` bounds the wait for the response head and each wait for body bytes."""
         loop = self._loop
-        if loop is None or self._closed:
+        if loop is None or self._closed or not self._idle:
             return False
-        # encoded first: a request it refuses (ValueError) must not hold a connection
+        # encoded before an idle connection is taken: a request it refuses (ValueError)
+        # must not hold one
         head = encode_head(method, target, headers,
                            "Content-Length: 0\r\n" if method in _BODY_METHODS else "")
         conn = self._take_idle(loop)

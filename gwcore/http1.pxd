@@ -58,7 +58,6 @@ cdef class Connection:
     cdef public object pending_reject
     cdef public object _next
     cdef public Exchange _handoff
-    cdef public bint _busy
     cdef public bint _pumping
     cdef public bint eof
 

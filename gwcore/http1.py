@@ -327,7 +327,7 @@ class Connection:
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
                  "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
-                 "pending_reject", "_next", "_handoff", "_busy", "_pumping", "eof")
+                 "pending_reject", "_next", "_handoff", "_pumping", "eof")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
@@ -355,7 +355,6 @@ class Connection:
         self.pending_reject: tuple | None = None   # (status, message) after earlier answers
         self._next: asyncio.Future | None = None   # the task waits here for the next request
         self._handoff: Exchange | None = None      # next request, started from inside the task
-        self._busy = False       # the task is running (not parked on _next)
         self._pumping = False    # _pump() is on the stack
         self.eof = False         # the client half-closed: close once the parsed requests are answered
 
@@ -543,7 +542,8 @@ class Connection:
                 self._answer_plain(ex, 400, "Bad Request")
             self._finished(ex, True)
             return
-        if self._busy:          # inside the connection's task: it takes this one next
+        if self.task is not None and self._next is None:
+            # the connection's task is running (not parked on _next): it takes this one next
             self._handoff = ex
             return
         aw = self._dispatch(ex)
@@ -591,16 +591,10 @@ class Connection:
         """The connection's task, for answers that must be awaited: awaits them one after
         another and parks on a future in between (one task per connection at most, made
         the first time one is needed; answers given at once never wake it)."""
-        self._busy = True
         try:
             while True:
-                ok = True
                 try:
                     await aw
-                    if not ex.started:
-                        self._answer_plain(ex, 500, "Internal server error")
-                    elif not ex._end():
-                        ok = False
                 except BaseException as e:
                     ok = False
                     if not ex.started and not self.closed and not isinstance(e, asyncio.CancelledError):
@@ -608,8 +602,10 @@ class Connection:
                         ok = True
                     if not isinstance(e, (Exception, asyncio.CancelledError)):
                         raise
+                    self._finished(ex, ok)
+                else:
+                    self._complete(ex)
                 aw = None
-                self._finished(ex, ok)
                 while aw is None:               # pipelined requests started meanwhile
                     ex = self._handoff
                     if ex is None:
@@ -621,9 +617,7 @@ class Connection:
                 if self.closed:
                     break
                 w = self._next = self.loop.create_future()
-                self._busy = False
                 aw = await w
-                self._busy = True
                 if aw is None:                  # the connection closed
                     break
                 ex = self.current
@@ -631,7 +625,6 @@ class Connection:
             self.task = None
             self._next = None
             self._handoff = None
-            self._busy = False
 
     def _answer_plain(self, ex: Exchange, status: int, message: str):
         ex.keep_alive = False

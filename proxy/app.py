@@ -118,7 +118,7 @@ class GatewayApp:
         self._log_buf: list[str] = []
         self.admin = None
         self.raw_paths = False    # True under the native front end (RSGI paths are decoded)
-        self._reply_cb = self._reply
+        gateway.reply = self._reply   # how callbacks answer what serve_now left pending
 
     # -- lifecycle -----------------------------------------------------------------
     def __rsgi_init__(self, loop):
@@ -167,8 +167,9 @@ class GatewayApp:
     def serve_now(self, ex, peer: str):
         """The native front end's entry (gwcore.http1.Exchange). Returns None when ``ex`` was
         answered here and now; True when it will be from a callback (``ex.complete()``, or
-        ``ex.continue_with()`` for an answer that must be awaited after all); else the
-        coroutine for the connection's task to await."""
+        ``ex.continue_with()`` for an answer that must be awaited after all: the integration
+        calls ``gateway.reply``, which is :meth:`_reply`); else the coroutine for the
+        connection's task to await."""
         start_ns = _perf_ns()
         client = peer
         headers = ex.headers
@@ -186,7 +187,6 @@ class GatewayApp:
             if type(r) is not Response:
                 start = r.start
                 if start is not None:
-                    req.reply = self._reply_cb
                     r = start(req)
                     if r is True:
                         return True          # answered from the upstream's callback
@@ -201,7 +201,7 @@ class GatewayApp:
         if r.stream is None and r.on_close is None:
             self._respond_now(ex, req, r)
             return None
-        return self.serve(ex, req, answered(r))
+        return self.respond(ex, req, r)
 
     def _reply(self, req: Request, r) -> None:
         """A callback's answer for a request ``serve_now`` left pending: a Response, or an
@@ -214,7 +214,7 @@ class GatewayApp:
                 _failed(req, e)     # logged; the front end answers 500 if nothing was sent
             ex.complete()
             return
-        ex.continue_with(self.serve(ex, req, r if type(r) is not Response else answered(r)))
+        ex.continue_with(self.respond(ex, req, r) if type(r) is Response else self.serve(ex, req, r))
 
     async def serve(self, proto, req: Request, aw=None):
         try:

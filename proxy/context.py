@@ -23,7 +23,7 @@ class Request:
         "request_id", "method", "path", "query", "headers", "client_ip", "peer_ip",
         "scheme", "host", "http_version", "start_ns", "start_time",
         "api", "stage", "route", "path_params", "principal", "api_key", "auth_context",
-        "max_body", "_proto", "_body", "_consumed", "extra", "reply",
+        "max_body", "_proto", "_body", "_consumed", "extra",
     )
 
     def __init__(self, proto, method: str, path: str, query: str, headers: list,
@@ -53,9 +53,6 @@ class Request:
         self._body: bytes | None = None
         self._consumed = False
         self.extra: dict | None = None
-        #: ``reply(req, answer)``: how a callback answers a request the app left pending
-        #: (set by the app on that path only: see GatewayApp.serve_now)
-        self.reply = None
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name`` (lower-case)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import gwcore
 from gwcore.errors import RouteConflictError, RouteSyntaxError
@@ -103,6 +104,9 @@ class Gateway:
     admin_routes: list = field(default_factory=list)
     feature_modules: list = field(default_factory=list)
     _hosts: dict = field(default_factory=dict)   # Host header as sent -> candidate APIs
+    #: ``reply(req, answer)``: how a callback answers a request the native front end's
+    #: ``serve_now`` left pending (set by the app; a Response, or an awaitable giving one)
+    reply: Any = None
 
     @property
     def server(self) -> dict:
@@ -256,7 +260,7 @@ def compile_gateway(cfg: dict, locator: Locator) -> Gateway:
 
 def _build_route(rb: RouteBuild, features, integrations):
     """The route's handler chain. When the integration has a callback-mode entry
-    (``handler.start(req)``: True when it will answer through ``req.reply``, else an
+    (``handler.start(req)``: True when it will answer through ``gateway.reply``, else an
     awaitable) and every stage before it passes through (a plain function returning
     ``nxt(req)`` unchanged or a decided answer: ``stage.passes_through``), the chain gets
     one too, built the same way over the stages."""

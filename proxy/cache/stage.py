@@ -124,25 +124,23 @@ class CacheStage:
         self.stats.hits += 1
         return r
 
-    async def _get(self, key: bytes, now: float):
-        if self.sync:
-            return self.store.get(key, now)
-        return await self.store.get(key)
-
     async def _put(self, key: bytes, obj, ttl: float) -> bool:
         if self.sync:
             return self.store.put(key, obj)
         return await self.store.put(key, obj, ttl)
 
-    async def _lookup(self, key: bytes, canon: bytes, headers, now: float):
-        e = await self._get(key, now)
+    async def _lookup(self, key: bytes, canon: bytes, headers):
+        """The entry for ``key`` in a store that must be awaited (Redis); the memory store is
+        asked by :meth:`_lookup_now`, without a coroutine (Redis enforces the TTL itself)."""
+        get = self.store.get
+        e = await get(key)
         if e is None:
             return None
         if type(e) is VaryEntry:
             if e.canon != canon:
                 return None
             c2 = _with_vary(canon, e.names, headers)
-            e2 = await self._get(self.kprefix + _digest(c2), now)
+            e2 = await get(self.kprefix + _digest(c2))
             return self._vary_hit(e2, c2)
         if e.canon != canon:
             return None
@@ -222,17 +220,16 @@ class CacheStage:
             e = self._lookup_now(key, canon, req.headers, _now())
             if e is not None:
                 return answered(self._answer(e, req))
-            return self._miss(req, nxt, canon, key, refresh, False)
-        return self._miss(req, nxt, canon, key, refresh, True)
+        return self._miss(req, nxt, canon, key, refresh)
 
-    async def _miss(self, req, nxt, canon: bytes, key: bytes, refresh: bool, lookup: bool) -> Response:
+    async def _miss(self, req, nxt, canon: bytes, key: bytes, refresh: bool) -> Response:
         """Not answered from the entry yet: look it up in a store that must be awaited,
         wait for a fetch of the same key in flight, or fetch."""
         method = req.method
         inflight = self.inflight
         if not refresh:
-            if lookup:
-                e = await self._lookup(key, canon, req.headers, _now())
+            if not self.sync:   # a store that answers at once was asked in _keyed
+                e = await self._lookup(key, canon, req.headers)
                 if e is not None:
                     return self._answer(e, req)
             fut = inflight.get(key)

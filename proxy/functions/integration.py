@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..context import answered, gateway_response, new_request_id
+from ..context import Response, answered, gateway_response, new_request_id
 from .events import RouteConsts, event_v1, event_v2
 from .invocation import Throttled
 from .responses import function_error, to_response
@@ -90,18 +90,16 @@ def build_integration(rb):
         comes back as a decided answer (no coroutine); else the coroutine."""
         if invoke_now is None or req.has_body():
             return invoke(req)
-        try:
-            event = event_of(req, b"")
-        except Exception:
-            return answered(function_error(api_type))
-        rid = new_request_id()
-        result = invoke_now(event, rid)
-        if result is not None:
-            return answered(answer(req, result))
-        return call(req, event, rid)
+        r = begin(req, b"")
+        return answered(r) if type(r) is Response else r
 
     async def invoke(req):
-        body = await req.body() if req.has_body() else b""
+        r = begin(req, await req.body() if req.has_body() else b"")
+        return r if type(r) is Response else await r
+
+    def begin(req, body):
+        """The answer when it is decided without waiting (a Response: a bad event, or a
+        runtime that answered at once), else the coroutine that waits for it."""
         try:
             event = event_of(req, body)
         except Exception:
@@ -111,7 +109,7 @@ def build_integration(rb):
             result = invoke_now(event, rid)
             if result is not None:
                 return answer(req, result)
-        return await call(req, event, rid)
+        return call(req, event, rid)
 
     async def call(req, event, rid):
         try:

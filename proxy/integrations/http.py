@@ -118,8 +118,8 @@ def build_integration(rb):
     fwd_port = os.environ.get("GWPROXY_LISTEN", ":80").rsplit(":", 1)[-1]
     if integ.get("vpc_link"):
         # decided here, once: link routes get their own handler, plain ones stay as they are
-        return _link_integration(gw.services.links.get(integ["vpc_link"]), template, fixed_query,
-                                 pass_host, host_header, timeout, fwd_port)
+        return _link_integration(gw, gw.services.links.get(integ["vpc_link"]), template,
+                                 fixed_query, pass_host, host_header, timeout, fwd_port)
     pool_ref = []
 
     def get_pool():
@@ -150,7 +150,7 @@ def build_integration(rb):
 
     def start(req):
         """The native front end's fast path: a request without a body goes out on an idle
-        keep-alive connection in callback mode and ``req.reply(req, answer)`` is called from
+        keep-alive connection in callback mode and ``gw.reply(req, answer)`` is called from
         the upstream connection's data_received. True then; else the awaitable answer (a
         body to send, or no idle connection at hand)."""
         if req.has_body():
@@ -176,7 +176,7 @@ def build_integration(rb):
         except Exception:   # never into the upstream connection's protocol callbacks
             log.exception("request %s: upstream answer failed", req.request_id)
             answer = gateway_response(502, "Bad Gateway")
-        req.reply(req, answer)
+        gw.reply(req, answer)
 
     http_proxy.start = start
     return http_proxy
@@ -242,7 +242,7 @@ async def _relay(req, resp, close):
     return Response(resp.status, out_headers, stream=resp.__aiter__(), on_close=close)
 
 
-def _link_integration(link, template, fixed_query, pass_host, host_header, timeout, fwd_port):
+def _link_integration(gw, link, template, fixed_query, pass_host, host_header, timeout, fwd_port):
     """The ``vpc_link:`` variant: the link picks the target (balancing, health, retries)."""
     from ..upstream.links import NoTarget, service_unavailable
 
@@ -305,7 +305,7 @@ def _link_integration(link, template, fixed_query, pass_host, host_header, timeo
         except Exception:   # never into the upstream connection's protocol callbacks
             log.exception("request %s: upstream answer failed", req.request_id)
             answer = gateway_response(502, "Bad Gateway")
-        req.reply(req, answer)
+        gw.reply(req, answer)
 
     vpc_link_proxy.start = start
     return vpc_link_proxy

@@ -248,10 +248,10 @@ class Link:
         chosen target. Not sent when there is no target (None) or the one chosen has no idle
         connection (that target: pass it to :meth:`request` as ``picked``, so that a target
         without an idle connection is not skipped for ever). True when sent; then
-        ``cb(arg, response, target, pending)`` is
-        called once: with the response (the target counted in flight until ``done(target)``),
-        or with ``pending``, the coroutine of what :meth:`request` does after that failure
-        (the stale keep-alive retry, or the link's retries), giving ``(response, target)``."""
+        ``cb(arg, response, target, pending)`` is called once: with the response (the target
+        counted in flight until ``done(target)``), or with ``pending``, the coroutine of what
+        :meth:`request` does after that failure (the stale keep-alive retry, or the link's
+        retries), giving ``(response, target)``."""
         t = self.pick(None)
         if t is None:
             return None
