@@ -77,6 +77,7 @@ cdef class Connection:
     @cython.locals(n=Py_ssize_t, k=str, v=str)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_body(self, bytes data)
+    cpdef _scanned(self, tuple r, bytes data)
     cpdef _wake_writer(self)
     cpdef _finish_message(self, bint replace_parser)
     cpdef _resume_reading(self)

@@ -38,6 +38,7 @@ from typing import Any, AsyncIterator, Awaitable
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+import gwcore
 from gwcore.errors import (BodyLengthError, ConnectError, ProtocolError, ResetError, ResponseTooLarge,
                            UpstreamError, UpstreamTimeout)
 
@@ -62,6 +63,9 @@ _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _CHUNK_END = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+
+#: the strict scanner for a whole Content-Length response in one read (llhttp for the rest)
+_scan_response = gwcore.load("h1scan").scan_response
 
 # Connection states (ints: compared on the hot path). DETACHED: holds a pool slot but
 # is neither idle nor serving a request (connecting, or being closed by the pool).
@@ -404,6 +408,14 @@ class Connection:
             # stream is out of sync; this connection can never be trusted again.
             self._close()
             return
+        if not self._response_started and self._resp is not None and not self._is_head:
+            # the first bytes of the response: when they are all of it, in the commonest
+            # shape, one strict pass instead of llhttp (left at the message boundary)
+            r = _scan_response(data)
+            if r is not None:
+                self._response_started = True
+                self._scanned(r, data)
+                return
         self._response_started = True
         try:
             self.parser.feed_data(data)
@@ -423,6 +435,35 @@ class Connection:
             replace = self._after_feed == 2
             self._after_feed = 0
             self._finish_message(replace)
+        if self._deliver:
+            self._call_back()
+
+    def _scanned(self, r: tuple, data: bytes) -> None:
+        """A whole response taken by the scanner: what llhttp's callbacks and the end of
+        data_received would have done with it (head, body, message complete, release,
+        call back)."""
+        resp = self._resp
+        status, resp.headers, resp._fwd, cl, keep, start = r
+        resp._named = None
+        resp.content_length = cl
+        resp.chunked = False
+        resp.status = status
+        resp.http_version = "1.1"
+        resp.keep_alive = keep
+        if not keep:
+            self._keep = False
+        self._head_done = True
+        self._resp = None
+        if self._cb is not None:
+            self._deliver = True
+        self._wake_writer()
+        b = self._body
+        if cl:
+            b._chunks.append(data[start:])
+            b._buffered += cl
+        b._done = True
+        b._wake()
+        self._finish_message(False)
         if self._deliver:
             self._call_back()
 

@@ -61,6 +61,7 @@ cdef class Connection:
     cdef public bint _pumping
     cdef public bint eof
 
+    cpdef _scanned(self, tuple r)
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)
     cpdef _pause_body(self)

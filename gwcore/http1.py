@@ -40,6 +40,8 @@ from urllib.parse import quote
 
 import httptools
 
+import gwcore
+
 log = logging.getLogger("gwproxy.frontend")
 
 BODY_HIGH = 256 * 1024       # buffered request-body bytes that pause reading from the client
@@ -51,6 +53,8 @@ LINGER_BYTES = 1 << 20
 _monotonic = time.monotonic
 _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
+#: the strict scanner for a whole body-less request in one read (llhttp for the rest)
+_scan_request = gwcore.load("h1scan").scan_request
 
 
 def _status_lines() -> dict[int, bytes]:
@@ -405,6 +409,14 @@ class Connection:
             if self._discard > LINGER_BYTES:
                 self.transport.close()
             return
+        if self.parsing is None and self.current is None and not self.queue:
+            # between messages, nothing pending: the commonest read (one whole request
+            # head, no body) is taken in one strict pass, anything else goes to llhttp,
+            # which is then at the same message boundary as if it had parsed this one
+            r = _scan_request(data, self.max_header)
+            if r is not None:
+                self._scanned(r)
+                return
         if self.in_headers:
             self.header_bytes += len(data)   # reset when a head completes
         try:
@@ -426,6 +438,20 @@ class Connection:
         # and its answer may be written right here, before returning to the loop)
         if self.current is None and self.queue and not self.closed:
             self._pump()
+
+    def _scanned(self, r: tuple):
+        """A request taken by the scanner: the Exchange llhttp's callbacks would have made
+        of it, started at once."""
+        ex = Exchange(self)
+        self.idle_since = _monotonic()
+        self.header_bytes = 0
+        method, ex.path, ex.query, ex.headers, ex.host, ex.keep_alive = r
+        ex.method = method
+        ex.http_version = "1.1"
+        ex.head = method == "HEAD"
+        ex._complete = True
+        self.queue.append(ex)
+        self._pump()
 
     def eof_received(self):
         # a half-closed client may still be waiting for its answer (and those pipelined

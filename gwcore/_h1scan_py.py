@@ -1,0 +1,131 @@
+"""Strict one-pass scanners for the commonest HTTP/1.1 heads (pure-Python twin of
+gwcore.h1scan).
+
+The front end and the upstream client parse with llhttp (httptools), whose callbacks cost
+a Python-level call per header. Most traffic is a handful of shapes: a body-less GET in
+one read, a response with a Content-Length and its whole body in one read. These
+scanners take exactly those, in one pass, and return None for anything else; the caller
+then feeds the same bytes to llhttp as before. So they may only ever be stricter than
+llhttp, never looser, and what they return for an input they take must equal what the
+llhttp path makes of it (tests/gwcore/test_h1scan.py checks both twins against llhttp).
+
+Taken (``scan_request(data, limit)``): ``data`` is exactly one request head, at most
+``limit`` bytes, ending in the empty line, with nothing after it:
+- ``METHOD SP target SP HTTP/1.1 CRLF`` with METHOD one of GET HEAD POST PUT DELETE
+  OPTIONS PATCH, and an origin-form target (``/`` then bytes 0x21-0x7E except ``#``);
+- header lines ``name ":" OWS value CRLF``: name a token, value non-empty, bytes 0x20-0x7E,
+  no trailing whitespace (no obs-fold, no bare LF, no control bytes, no obs-text);
+- no Transfer-Encoding, Upgrade or Expect; Content-Length only as one ``0``; Connection
+  only ``keep-alive`` or ``close``.
+It gives ``(method, path, query, headers, host, keep_alive)``: the target split at the
+first ``?``; header names lower-cased, values as sent (latin-1); ``host`` the first Host
+value or "".
+
+Taken (``scan_response(data)``): exactly one response: ``HTTP/1.1 DDD reason CRLF`` with a
+final status other than 204 and 304, header lines as above, exactly one Content-Length
+(1-15 digits), no Transfer-Encoding, Connection only ``keep-alive`` or ``close``, and then
+exactly Content-Length body bytes. It gives ``(status, headers, forward, content_length,
+keep_alive, body_start)``: headers as received, ``forward`` without the hop-by-hop ones,
+Connection and Content-Length (what gwcore.h1client forwards).
+"""
+from __future__ import annotations
+
+import re
+
+__all__ = ["scan_request", "scan_response"]
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~]*[!-~])\r\n")
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[!-\"$-~]*) HTTP/1\.1\r\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([0-9]{3}) [ -~]*\r\n")
+_HOP = frozenset(("te", "trailer", "upgrade", "keep-alive", "proxy-connection",
+                  "proxy-authenticate", "proxy-authorization"))
+_REFUSED = frozenset(("transfer-encoding", "upgrade", "expect"))
+_CONN = {"keep-alive": True, "close": False}
+
+
+def _fields(data: bytes, i: int):
+    """The header lines from ``i`` up to the empty line, and the index of that line's CR;
+    None when a line is not one taken here."""
+    out = []
+    match = _LINE.match
+    while data[i:i + 1] != b"\r":
+        m = match(data, i)
+        if m is None:
+            return None
+        out.append((m.group(1).decode("latin-1"), m.group(2).decode("latin-1")))
+        i = m.end()
+    return out, i
+
+
+def scan_request(data: bytes, limit: int):
+    n = len(data)
+    if n < 18 or n > limit or not data.endswith(b"\r\n\r\n"):
+        return None
+    m = _REQUEST_LINE.match(data)
+    if m is None:
+        return None
+    got = _fields(data, m.end())
+    if got is None or got[1] != n - 2:
+        return None
+    headers = []
+    host = None
+    keep = True
+    seen_cl = False
+    for name, value in got[0]:
+        if len(name) > 64:
+            return None
+        name = name.lower()
+        if name == "host":
+            if host is None:
+                host = value
+        elif name == "content-length":
+            if seen_cl or value != "0":
+                return None
+            seen_cl = True
+        elif name == "connection":
+            k = _CONN.get(value.lower())
+            if k is None:
+                return None
+            keep = keep and k
+        elif name in _REFUSED:
+            return None
+        headers.append((name, value))
+    target = m.group(2).decode("latin-1")
+    path, _, query = target.partition("?")
+    return (m.group(1).decode("latin-1"), path, query, headers, host or "", keep)
+
+
+def scan_response(data: bytes):
+    m = _STATUS_LINE.match(data)
+    if m is None:
+        return None
+    status = int(m.group(1))
+    if status < 200 or status == 204 or status == 304:
+        return None
+    got = _fields(data, m.end())
+    if got is None or data[got[1]:got[1] + 2] != b"\r\n":
+        return None
+    headers, i = got
+    forward = []
+    cl = -1
+    keep = True
+    for name, value in headers:
+        low = name.lower()
+        if low == "content-length":
+            if cl >= 0 or len(value) > 15 or not value.isdigit() or not value.isascii():
+                return None
+            cl = int(value)
+        elif low == "connection":
+            k = _CONN.get(value.lower())
+            if k is None:
+                return None
+            keep = keep and k
+        elif low == "transfer-encoding":
+            return None
+        elif low not in _HOP:
+            forward.append((name, value))
+    start = i + 2
+    if cl < 0 or len(data) - start != cl:
+        return None
+    return (status, headers, forward, cl, keep, start)

@@ -1,0 +1,257 @@
+# cython: language_level=3
+"""Strict one-pass scanners for the commonest HTTP/1.1 heads (compiled twin of
+``gwcore._h1scan_py``; the rules are in that module's docstring).
+
+They accept a deliberately narrow subset of what llhttp accepts and return None for
+everything else, and the caller then parses the same bytes with llhttp (httptools) as
+before: an accepted input must give exactly what llhttp would have given, which
+tests/gwcore/test_h1scan.py checks differentially against llhttp on both twins.
+
+The bytes object's terminating NUL (CPython keeps one after every bytes' data) is the
+sentinel: no table admits byte 0, so every scanning loop stops at the end of the data.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memcmp
+
+__all__ = ["scan_request", "scan_response"]
+
+cdef unsigned char TCHAR[256]     # header-name characters (RFC 9110 token), lower-cased
+cdef unsigned char VCHAR[256]     # header-value / reason characters: SP and VCHAR (0x20-0x7E)
+cdef unsigned char UCHAR[256]     # request-target characters: VCHAR minus '#'
+
+cdef void _tables():
+    cdef int c
+    for c in range(256):
+        TCHAR[c] = 0
+        VCHAR[c] = 1 if 0x20 <= c <= 0x7E else 0
+        UCHAR[c] = 1 if (0x21 <= c <= 0x7E and c != 0x23) else 0
+    for c in b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz":
+        TCHAR[c] = c
+    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        TCHAR[c] = c + 32
+
+_tables()
+
+# the methods taken (interned str); anything else goes to llhttp
+cdef str _GET = "GET", _HEAD = "HEAD", _POST = "POST", _PUT = "PUT", _DELETE = "DELETE"
+cdef str _OPTIONS = "OPTIONS", _PATCH = "PATCH"
+cdef str _V11 = "1.1"
+
+
+cdef inline str _method(const unsigned char* s, Py_ssize_t n):
+    if n == 3:
+        if memcmp(s, b"GET", 3) == 0:
+            return _GET
+        if memcmp(s, b"PUT", 3) == 0:
+            return _PUT
+    elif n == 4:
+        if memcmp(s, b"HEAD", 4) == 0:
+            return _HEAD
+        if memcmp(s, b"POST", 4) == 0:
+            return _POST
+    elif n == 5:
+        if memcmp(s, b"PATCH", 5) == 0:
+            return _PATCH
+    elif n == 6:
+        if memcmp(s, b"DELETE", 6) == 0:
+            return _DELETE
+    elif n == 7:
+        if memcmp(s, b"OPTIONS", 7) == 0:
+            return _OPTIONS
+    return None
+
+
+cdef inline bint _ieq(const unsigned char* s, Py_ssize_t n, const char* lower):
+    """s[:n] equals ``lower`` (lower-case, NUL-terminated) ignoring ASCII case."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = s[i]
+        if 0x41 <= c <= 0x5A:
+            c += 32
+        if c != <unsigned char>lower[i]:
+            return False
+    return lower[n] == 0
+
+
+cdef inline int _conn_value(const unsigned char* s, Py_ssize_t n):
+    """A Connection value taken here: 1 keep-alive, 0 close, -1 anything else."""
+    if n == 10 and _ieq(s, n, b"keep-alive"):
+        return 1
+    if n == 5 and _ieq(s, n, b"close"):
+        return 0
+    return -1
+
+
+cdef inline Py_ssize_t _field(const unsigned char* s, Py_ssize_t i, Py_ssize_t* ns,
+                              Py_ssize_t* nl, Py_ssize_t* vs, Py_ssize_t* vl):
+    """One ``name:OWS value CRLF`` line at ``i``: its spans, and the index after it; -1
+    when it is not one taken here (no value, trailing whitespace, any other byte)."""
+    ns[0] = i
+    while TCHAR[s[i]]:
+        i += 1
+    nl[0] = i - ns[0]
+    if nl[0] == 0 or s[i] != 0x3A:
+        return -1
+    i += 1
+    while s[i] == 0x20 or s[i] == 0x09:
+        i += 1
+    vs[0] = i
+    while VCHAR[s[i]]:
+        i += 1
+    vl[0] = i - vs[0]
+    if vl[0] == 0 or s[i - 1] == 0x20 or s[i] != 0x0D or s[i + 1] != 0x0A:
+        return -1
+    return i + 2
+
+
+def scan_request(bytes data, Py_ssize_t limit):
+    """``(method, path, query, headers, host, keep_alive)`` when ``data`` is exactly one
+    whole HTTP/1.1 request head of the taken kind with no body; else None."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    if n < 18 or n > limit:
+        return None
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+    if s[n - 4] != 0x0D or s[n - 3] != 0x0A or s[n - 2] != 0x0D or s[n - 1] != 0x0A:
+        return None
+    cdef Py_ssize_t i = 0, ps, q = -1, pe, ns, nl, vs, vl, k
+    cdef unsigned char lname[64]
+    cdef bint keep = True, seen_cl = False
+    cdef int cv
+    while 0x41 <= s[i] <= 0x5A:
+        i += 1
+    if s[i] != 0x20:
+        return None
+    method = _method(s, i)
+    if method is None:
+        return None
+    i += 1
+    ps = i
+    if s[i] != 0x2F:
+        return None
+    while UCHAR[s[i]]:
+        if s[i] == 0x3F and q < 0:
+            q = i
+        i += 1
+    pe = i
+    if s[i] != 0x20 or memcmp(s + i + 1, b"HTTP/1.1\r\n", 10) != 0:
+        return None
+    i += 11
+    headers = []
+    host = None
+    while s[i] != 0x0D:
+        i = _field(s, i, &ns, &nl, &vs, &vl)
+        if i < 0 or nl > 64:
+            return None
+        for k in range(nl):
+            lname[k] = TCHAR[s[ns + k]]
+        if nl == 4 and memcmp(lname, b"host", 4) == 0:
+            value = PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)
+            if host is None:
+                host = value
+            headers.append(("host", value))
+            continue
+        if nl == 14 and memcmp(lname, b"content-length", 14) == 0:
+            if seen_cl or vl != 1 or s[vs] != 0x30:
+                return None      # a body (or a doubtful length): llhttp frames it
+            seen_cl = True
+        elif nl == 10 and memcmp(lname, b"connection", 10) == 0:
+            cv = _conn_value(s + vs, vl)
+            if cv < 0:
+                return None
+            if cv == 0:
+                keep = False
+        elif (nl == 17 and memcmp(lname, b"transfer-encoding", 17) == 0) or \
+                (nl == 7 and memcmp(lname, b"upgrade", 7) == 0) or \
+                (nl == 6 and memcmp(lname, b"expect", 6) == 0):
+            return None
+        headers.append((PyUnicode_DecodeLatin1(<const char*>lname, nl, NULL),
+                        PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
+    if i != n - 2:
+        return None      # an empty line before the end: more than one message
+    if q < 0:
+        path = PyUnicode_DecodeLatin1(<const char*>s + ps, pe - ps, NULL)
+        query = ""
+    else:
+        path = PyUnicode_DecodeLatin1(<const char*>s + ps, q - ps, NULL)
+        query = PyUnicode_DecodeLatin1(<const char*>s + q + 1, pe - q - 1, NULL)
+    return (method, path, query, headers, "" if host is None else host, keep)
+
+
+cdef inline bint _hop(const unsigned char* s, Py_ssize_t n):
+    """A hop-by-hop name (as gwcore.h1client drops them from what it forwards)."""
+    if n == 2:
+        return _ieq(s, n, b"te")
+    if n == 7:
+        return _ieq(s, n, b"trailer") or _ieq(s, n, b"upgrade")
+    if n == 10:
+        return _ieq(s, n, b"keep-alive")
+    if n == 16:
+        return _ieq(s, n, b"proxy-connection")
+    if n == 18:
+        return _ieq(s, n, b"proxy-authenticate")
+    if n == 19:
+        return _ieq(s, n, b"proxy-authorization")
+    return False
+
+
+def scan_response(bytes data):
+    """``(status, headers, forward, content_length, keep_alive, body_start)`` when ``data``
+    is exactly one whole HTTP/1.1 response of the taken kind (a final status other than
+    204/304, one Content-Length, the whole body and nothing after it); else None.
+
+    ``headers`` are as received (names in their case); ``forward`` is them minus the
+    hop-by-hop ones, Connection and Content-Length."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    if n < 19:
+        return None
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t i, ns, nl, vs, vl, k
+    cdef long long cl = -1
+    cdef bint keep = True
+    cdef int status, cv
+    if memcmp(s, b"HTTP/1.1 ", 9) != 0:
+        return None
+    for k in range(9, 12):
+        if not (0x30 <= s[k] <= 0x39):
+            return None
+    status = (s[9] - 0x30) * 100 + (s[10] - 0x30) * 10 + (s[11] - 0x30)
+    if status < 200 or status == 204 or status == 304 or s[12] != 0x20:
+        return None
+    i = 13
+    while VCHAR[s[i]]:
+        i += 1
+    if s[i] != 0x0D or s[i + 1] != 0x0A:
+        return None
+    i += 2
+    headers = []
+    forward = []
+    while s[i] != 0x0D:
+        i = _field(s, i, &ns, &nl, &vs, &vl)
+        if i < 0:
+            return None
+        name = PyUnicode_DecodeLatin1(<const char*>s + ns, nl, NULL)
+        value = PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)
+        headers.append((name, value))
+        if nl == 14 and _ieq(s + ns, nl, b"content-length"):
+            if cl >= 0 or vl > 15:
+                return None
+            cl = 0
+            for k in range(vs, vs + vl):
+                if not (0x30 <= s[k] <= 0x39):
+                    return None
+                cl = cl * 10 + (s[k] - 0x30)
+        elif nl == 10 and _ieq(s + ns, nl, b"connection"):
+            cv = _conn_value(s + vs, vl)
+            if cv < 0:
+                return None
+            if cv == 0:
+                keep = False
+        elif nl == 17 and _ieq(s + ns, nl, b"transfer-encoding"):
+            return None
+        elif not _hop(s + ns, nl):
+            forward.append((name, value))
+    if s[i + 1] != 0x0A or cl < 0 or n - (i + 2) != cl:
+        return None
+    return (status, headers, forward, cl, keep, i + 2)
