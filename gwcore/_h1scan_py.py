@@ -15,15 +15,16 @@ Taken (``scan_request(data, limit)``): ``data`` is exactly one request head, at 
   OPTIONS PATCH, and an origin-form target (``/`` then bytes 0x21-0x7E except ``#``);
 - header lines ``name ":" OWS value CRLF``: name a token, value non-empty, bytes 0x20-0x7E,
   no trailing whitespace (no obs-fold, no bare LF, no control bytes, no obs-text);
-- no Transfer-Encoding, Upgrade or Expect; Content-Length only as one ``0``; Connection
-  only ``keep-alive`` or ``close``.
+- no Transfer-Encoding, Upgrade, Expect or Proxy-Connection (llhttp reads the last like
+  Connection); Content-Length only as one ``0``; Connection only ``keep-alive`` or
+  ``close``.
 It gives ``(method, path, query, headers, host, keep_alive)``: the target split at the
 first ``?``; header names lower-cased, values as sent (latin-1); ``host`` the first Host
 value or "".
 
 Taken (``scan_response(data)``): exactly one response: ``HTTP/1.1 DDD reason CRLF`` with a
 final status other than 204 and 304, header lines as above, exactly one Content-Length
-(1-15 digits), no Transfer-Encoding, Connection only ``keep-alive`` or ``close``, and then
+(1-15 digits), no Transfer-Encoding or Proxy-Connection, Connection only ``keep-alive`` or ``close``, and then
 exactly Content-Length body bytes. It gives ``(status, headers, forward, content_length,
 keep_alive, body_start)``: headers as received, ``forward`` without the hop-by-hop ones,
 Connection and Content-Length (what gwcore.h1client forwards).
@@ -40,7 +41,7 @@ _REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (/[!-\"$-
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([0-9]{3}) [ -~]*\r\n")
 _HOP = frozenset(("te", "trailer", "upgrade", "keep-alive", "proxy-connection",
                   "proxy-authenticate", "proxy-authorization"))
-_REFUSED = frozenset(("transfer-encoding", "upgrade", "expect"))
+_REFUSED = frozenset(("transfer-encoding", "upgrade", "expect", "proxy-connection"))
 _CONN = {"keep-alive": True, "close": False}
 
 
@@ -121,7 +122,7 @@ def scan_response(data: bytes):
             if k is None:
                 return None
             keep = keep and k
-        elif low == "transfer-encoding":
+        elif low == "transfer-encoding" or low == "proxy-connection":
             return None
         elif low not in _HOP:
             forward.append((name, value))

@@ -135,7 +135,7 @@ def scan_request(bytes data, Py_ssize_t limit):
             q = i
         i += 1
     pe = i
-    if s[i] != 0x20 or memcmp(s + i + 1, b"HTTP/1.1\r\n", 10) != 0:
+    if s[i] != 0x20 or i + 11 > n or memcmp(s + i + 1, b"HTTP/1.1\r\n", 10) != 0:
         return None
     i += 11
     headers = []
@@ -164,7 +164,9 @@ def scan_request(bytes data, Py_ssize_t limit):
                 keep = False
         elif (nl == 17 and memcmp(lname, b"transfer-encoding", 17) == 0) or \
                 (nl == 7 and memcmp(lname, b"upgrade", 7) == 0) or \
-                (nl == 6 and memcmp(lname, b"expect", 6) == 0):
+                (nl == 6 and memcmp(lname, b"expect", 6) == 0) or \
+                (nl == 16 and memcmp(lname, b"proxy-connection", 16) == 0):
+            # (llhttp reads Proxy-Connection like Connection: not worth a second path)
             return None
         headers.append((PyUnicode_DecodeLatin1(<const char*>lname, nl, NULL),
                         PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
@@ -248,7 +250,8 @@ def scan_response(bytes data):
                 return None
             if cv == 0:
                 keep = False
-        elif nl == 17 and _ieq(s + ns, nl, b"transfer-encoding"):
+        elif (nl == 17 and _ieq(s + ns, nl, b"transfer-encoding")) or \
+                (nl == 16 and _ieq(s + ns, nl, b"proxy-connection")):
             return None
         elif not _hop(s + ns, nl):
             forward.append((name, value))

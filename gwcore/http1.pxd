@@ -1,6 +1,12 @@
 # Declarations that turn gwcore/http1.py into C types when Cython compiles it (pure-Python
 # mode: the .py stays the source and, uncompiled, the twin). Keep in step with http1.py.
 
+cimport cython
+
+@cython.locals(parts=list, date=bytes, n=Py_ssize_t, count=Py_ssize_t, block=str, lk=str)
+cpdef bytes encode_head(int status, object headers, str framing, bint keep_alive)
+
+
 cdef class Exchange:
     cdef public Connection conn
     cdef public str method
