@@ -10,7 +10,8 @@ llhttp, never looser, and what they return for an input they take must equal wha
 llhttp path makes of it (tests/gwcore/test_h1scan.py checks both twins against llhttp).
 
 Taken (``scan_request(data, limit)``): ``data`` is exactly one request head, at most
-``limit`` bytes, ending in the empty line, with nothing after it:
+``limit`` bytes (and at most ``limit`` as the front end counts a head for its 431: the
+target plus name, value and 4 per header), ending in the empty line, nothing after it:
 - ``METHOD SP target SP HTTP/1.1 CRLF`` with METHOD one of GET HEAD POST PUT DELETE
   OPTIONS PATCH, and an origin-form target (``/`` then bytes 0x21-0x7E except ``#``);
 - header lines ``name ":" OWS value CRLF``: name a token, value non-empty, bytes 0x20-0x7E,
@@ -28,12 +29,15 @@ final status other than 204 and 304, header lines as above, exactly one Content-
 exactly Content-Length body bytes. It gives ``(status, headers, forward, content_length,
 keep_alive, body_start)``: headers as received, ``forward`` without the hop-by-hop ones,
 Connection and Content-Length (what gwcore.h1client forwards).
+
+``fields(headers, drop, flag)`` writes header pairs as they go out (see its docstring): the
+one copy of the bytes both encoders (client answers, upstream requests) need.
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["scan_request", "scan_response"]
+__all__ = ["scan_request", "scan_response", "fields"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~]*[!-~])\r\n")
@@ -68,6 +72,9 @@ def scan_request(data: bytes, limit: int):
         return None
     got = _fields(data, m.end())
     if got is None or got[1] != n - 2:
+        return None
+    # the head's size as the llhttp path counts it for its limit (431 there)
+    if len(m.group(2)) + sum(len(k) + len(v) + 4 for k, v in got[0]) > limit:
         return None
     headers = []
     host = None
@@ -130,3 +137,34 @@ def scan_response(data: bytes):
     if cl < 0 or len(data) - start != cl:
         return None
     return (status, headers, forward, cl, keep, start)
+
+
+def fields(headers: list, drop: tuple, flag: str | None):
+    """``(block, flagged)``: ``name: value CRLF`` for each of ``headers`` (``(str, str)``
+    pairs) whose name is not one of ``drop`` (lower-case names, any case matches), as
+    latin-1 bytes, and whether a header named ``flag`` was among them (kept). None when a
+    pair is not two latin-1 str without CR, LF or NUL, or there are more than 256: the
+    caller's general path decides then."""
+    if len(headers) > 256:
+        return None
+    parts = []
+    flagged = False
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            return None
+        k, v = item
+        if type(k) is not str or type(v) is not str or not _latin1(k) or not _latin1(v):
+            return None
+        if "\r" in k or "\n" in k or "\0" in k or "\r" in v or "\n" in v or "\0" in v:
+            return None
+        lk = k.lower()
+        if lk in drop:
+            continue
+        if lk == flag:
+            flagged = True
+        parts.append(f"{k}: {v}\r\n")
+    return "".join(parts).encode("latin-1"), flagged
+
+
+def _latin1(s: str) -> bool:
+    return s.isascii() or max(s) <= "\xff"

@@ -65,7 +65,9 @@ _CHUNK_END = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 #: the strict scanner for a whole Content-Length response in one read (llhttp for the rest)
-_scan_response = gwcore.load("h1scan").scan_response
+_h1scan = gwcore.load("h1scan")
+_scan_response = _h1scan.scan_response
+_fields = _h1scan.fields
 
 # Connection states (ints: compared on the hot path). DETACHED: holds a pool slot but
 # is neither idle nor serving a request (connecting, or being closed by the pool).
@@ -966,6 +968,14 @@ def encode_head(
     given decides the framing. CR or LF inside any name or value is refused
     (header injection), as is whitespace in the request target.
     """
+    if " " in target or "\r" in target or "\n" in target or not target:
+        raise ValueError("invalid request target")
+    if method not in _KNOWN_METHODS and not _TOKEN.fullmatch(method):
+        raise ValueError("invalid request method")
+    r = _fields(headers, _FRAMING, None) if type(headers) is list else None
+    if r is not None:       # the common case, written in one pass (gwcore.h1scan.fields)
+        return b"".join((f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), r[0],
+                         framing.encode("latin-1"), b"\r\n"))
     parts = [f"{n}: {v}\r\n" for n, v in headers if len(n) not in _FRAMING_LEN or n.lower() not in _FRAMING]
     lines = "".join(parts)
     # Each part ends in its own CRLF; any other CR or LF is an injection attempt.
@@ -973,10 +983,6 @@ def encode_head(
     count = len(parts)
     if lines.count("\n") != count or lines.count("\r") != count:
         raise ValueError("CR or LF in a request header")
-    if " " in target or "\r" in target or "\n" in target or not target:
-        raise ValueError("invalid request target")
-    if method not in _KNOWN_METHODS and not _TOKEN.fullmatch(method):
-        raise ValueError("invalid request method")
     return f"{method} {target} HTTP/1.1\r\n{lines}{framing}\r\n".encode("latin-1")
 
 

@@ -14,7 +14,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcmp
 
-__all__ = ["scan_request", "scan_response"]
+__all__ = ["scan_request", "scan_response", "fields"]
 
 cdef unsigned char TCHAR[256]     # header-name characters (RFC 9110 token), lower-cased
 cdef unsigned char VCHAR[256]     # header-value / reason characters: SP and VCHAR (0x20-0x7E)
@@ -115,7 +115,7 @@ def scan_request(bytes data, Py_ssize_t limit):
     cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
     if s[n - 4] != 0x0D or s[n - 3] != 0x0A or s[n - 2] != 0x0D or s[n - 1] != 0x0A:
         return None
-    cdef Py_ssize_t i = 0, ps, q = -1, pe, ns, nl, vs, vl, k
+    cdef Py_ssize_t i = 0, ps, q = -1, pe, ns, nl, vs, vl, k, counted
     cdef unsigned char lname[64]
     cdef bint keep = True, seen_cl = False
     cdef int cv
@@ -140,10 +140,14 @@ def scan_request(bytes data, Py_ssize_t limit):
     i += 11
     headers = []
     host = None
+    counted = pe - ps        # the head's size as the llhttp path counts it for its limit
     while s[i] != 0x0D:
         i = _field(s, i, &ns, &nl, &vs, &vl)
         if i < 0 or nl > 64:
             return None
+        counted += nl + vl + 4
+        if counted > limit:
+            return None      # llhttp's path answers 431
         for k in range(nl):
             lname[k] = TCHAR[s[ns + k]]
         if nl == 4 and memcmp(lname, b"host", 4) == 0:
@@ -258,3 +262,87 @@ def scan_response(bytes data):
     if s[i + 1] != 0x0A or cl < 0 or n - (i + 2) != cl:
         return None
     return (status, headers, forward, cl, keep, i + 2)
+
+
+# -- writing header fields ---------------------------------------------------------------
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_GET_LENGTH, PyUnicode_KIND
+from libc.string cimport memchr, memcpy
+
+DEF MAX_FIELDS = 256
+
+
+cdef inline bint _one_of(const unsigned char* s, Py_ssize_t n, tuple names):
+    """``s[:n]`` (any case) is one of ``names`` (lower-case str)."""
+    cdef object name
+    for name in names:
+        if PyUnicode_GET_LENGTH(name) == n and \
+                _ieq(s, n, <const char*>PyUnicode_1BYTE_DATA(name)):
+            return True
+    return False
+
+
+cdef inline bint _clean(const unsigned char* s, Py_ssize_t n):
+    return memchr(s, 0x0D, n) == NULL and memchr(s, 0x0A, n) == NULL and memchr(s, 0, n) == NULL
+
+
+def fields(list headers, tuple drop, str flag):
+    """``(block, flagged)``: ``name: value CRLF`` for each of ``headers`` (``(str, str)``
+    pairs) whose name is not one of ``drop`` (lower-case names, any case matches), as
+    latin-1 bytes, and whether a header named ``flag`` was among them (kept). None when a
+    pair is not two latin-1 str without CR, LF or NUL, or there are more than 256: the
+    caller's general path decides then."""
+    cdef Py_ssize_t n = len(headers), total = 0, i, nk, nv, pos = 0
+    cdef unsigned char keep[MAX_FIELDS]
+    cdef bint flagged = False
+    cdef tuple kv
+    cdef object k, v
+    cdef const unsigned char* ks
+    cdef char* out
+    if n > MAX_FIELDS:
+        return None
+    for i in range(n):
+        item = headers[i]
+        if type(item) is not tuple or len(<tuple>item) != 2:
+            return None
+        kv = <tuple>item
+        k = kv[0]
+        v = kv[1]
+        if type(k) is not str or type(v) is not str or \
+                PyUnicode_KIND(k) != PyUnicode_1BYTE_KIND or PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND:
+            return None
+        nk = PyUnicode_GET_LENGTH(k)
+        nv = PyUnicode_GET_LENGTH(v)
+        ks = PyUnicode_1BYTE_DATA(k)
+        if not _clean(ks, nk) or not _clean(PyUnicode_1BYTE_DATA(v), nv):
+            return None
+        if _one_of(ks, nk, drop):
+            keep[i] = 0
+            continue
+        keep[i] = 1
+        if flag is not None and not flagged and PyUnicode_GET_LENGTH(flag) == nk and \
+                _ieq(ks, nk, <const char*>PyUnicode_1BYTE_DATA(flag)):
+            flagged = True
+        total += nk + nv + 4
+    block = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(block)
+    for i in range(n):
+        if not keep[i]:
+            continue
+        kv = <tuple>headers[i]
+        k = kv[0]
+        v = kv[1]
+        nk = PyUnicode_GET_LENGTH(k)
+        nv = PyUnicode_GET_LENGTH(v)
+        memcpy(out + pos, PyUnicode_1BYTE_DATA(k), nk)
+        pos += nk
+        out[pos] = 0x3A
+        out[pos + 1] = 0x20
+        pos += 2
+        memcpy(out + pos, PyUnicode_1BYTE_DATA(v), nv)
+        pos += nv
+        out[pos] = 0x0D
+        out[pos + 1] = 0x0A
+        pos += 2
+    return (block, flagged)

@@ -54,7 +54,9 @@ _monotonic = time.monotonic
 _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
 #: the strict scanner for a whole body-less request in one read (llhttp for the rest)
-_scan_request = gwcore.load("h1scan").scan_request
+_h1scan = gwcore.load("h1scan")
+_scan_request = _h1scan.scan_request
+_fields = _h1scan.fields
 
 
 def _status_lines() -> dict[int, bytes]:
@@ -67,6 +69,7 @@ def _status_lines() -> dict[int, bytes]:
 STATUS_LINES = _status_lines()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
+_FRAMING_NAMES = tuple(sorted(_FRAMING))
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
@@ -105,6 +108,12 @@ def encode_head(status: int, headers: list, framing: str, keep_alive: bool) -> b
     Header names and values must not carry CR or LF: a header that does is left out (a
     function returning ``"a\\r\\nSet-Cookie: x"`` must not add a header). A Date from the
     app (an upstream's) is kept instead of ours."""
+    r = _fields(headers, _FRAMING_NAMES, "date") if type(headers) is list else None
+    if r is not None:       # the common case, written in one pass (gwcore.h1scan.fields)
+        if not keep_alive:
+            framing += "connection: close\r\n"
+        return b"".join((status_line(status), b"" if r[1] else CLOCK.date, r[0],
+                         framing.encode("latin-1"), b"\r\n"))
     parts = []
     date = CLOCK.date
     for k, v in headers:
