@@ -16,7 +16,7 @@ from types import ModuleType
 PURE = os.environ.get("GWCORE_PURE", "") not in ("", "0")
 
 #: native modules gwcore knows about; each has a twin
-MODULES = ("router", "ratelimit", "cachekey", "http1", "h1client", "h1scan", "reqid")
+MODULES = ("router", "ratelimit", "cachekey", "http1", "h1client", "h1scan", "reqid", "lane")
 
 IMPLEMENTATIONS: dict[str, str] = {}
 

@@ -108,6 +108,8 @@ cdef class UpstreamPool:
     cdef public object _sweeper
     cdef public set _conns
 
+    cpdef bint ready(self)
+
     cpdef Connection _take_idle(self, object loop)
     cpdef bint start(self, str method, str target, list headers, double timeout, object cb,
                      object arg)

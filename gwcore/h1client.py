@@ -1106,6 +1106,11 @@ class UpstreamPool:
         conn = await self._acquire(loop, deadline, True)
         return await conn.send(head, body, body_length, is_head, deadline, rt)
 
+    def ready(self) -> bool:
+        """Whether :meth:`start` may find an idle connection (it can still find only stale
+        ones and return False)."""
+        return self._loop is not None and not self._closed and bool(self._idle)
+
     def start(self, method: str, target: str, headers: list, timeout: float, cb: Any,
               arg: Any) -> bool:
         """Send a request without a body on an idle keep-alive connection, in callback mode

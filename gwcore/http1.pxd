@@ -28,6 +28,7 @@ cdef class Exchange:
     cdef public long long _declared
     cdef public bint done
     cdef public int reject
+    cdef public bint scanned
 
     cpdef _feed(self, object data)
     cpdef _finish_body(self)
@@ -66,6 +67,7 @@ cdef class Connection:
     cdef public Exchange _handoff
     cdef public bint _pumping
     cdef public bint eof
+    cdef public object lanes
 
     cpdef _scanned(self, tuple r)
     cpdef _pause_reading(self)

@@ -162,7 +162,8 @@ class Exchange:
 
     __slots__ = ("conn", "method", "path", "query", "headers", "http_version", "host",
                  "keep_alive", "expect_continue", "_chunks", "_buffered", "_complete",
-                 "_waiter", "started", "head", "_mode", "_sent", "_declared", "done", "reject")
+                 "_waiter", "started", "head", "_mode", "_sent", "_declared", "done", "reject",
+                 "scanned")
 
     def __init__(self, conn: "Connection"):
         self.conn = conn
@@ -180,6 +181,7 @@ class Exchange:
         self._declared = -1
         self.done = False
         self.reject = 0           # a status the head earned before the app sees it (431)
+        self.scanned = False      # taken by the scanner (gwcore.h1scan): no body, HTTP/1.1
 
     # -- request body (filled by the connection) ---------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -351,7 +353,7 @@ class Connection:
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
                  "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
-                 "pending_reject", "_next", "_handoff", "_pumping", "eof")
+                 "pending_reject", "_next", "_handoff", "_pumping", "eof", "lanes")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
@@ -381,6 +383,8 @@ class Connection:
         self._handoff: Exchange | None = None      # next request, started from inside the task
         self._pumping = False    # _pump() is on the stack
         self.eof = False         # the client half-closed: close once the parsed requests are answered
+        # the app's forwarding lanes (gwcore.lane), looked up for scanned requests
+        self.lanes = getattr(self.app, "lanes", None)
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -470,6 +474,7 @@ class Connection:
         ex.http_version = "1.1"
         ex.head = method == "HEAD"
         ex._complete = True
+        ex.scanned = True
         self.queue.append(ex)
         self._pump()
 
@@ -597,11 +602,19 @@ class Connection:
             self._await(ex, aw)
 
     def _dispatch(self, ex: Exchange):
-        """Hand ``ex`` to the app. Its ``serve_now`` answers at once (None: finished here),
-        or later from a callback (True: it calls ``ex.complete()``), or returns an
-        awaitable, returned from here for the connection's task to await."""
+        """Hand ``ex`` to the app: to the forwarding lane the app keeps for its Host, method
+        and path (scanned requests), or to its ``serve_now`` (also when the lane declines).
+        Either answers at once (None: finished here), or later from a callback (True: it
+        calls ``ex.complete()``), or returns an awaitable, returned from here for the
+        connection's task to await."""
         try:
-            r = self.app.serve_now(ex, self.peer)
+            r = False
+            if ex.scanned and self.lanes:
+                lane = self.lanes.get((ex.host, ex.method, ex.path))
+                if lane is not None:
+                    r = lane.forward(ex, self.peer)
+            if r is False:
+                r = self.app.serve_now(ex, self.peer)
         except Exception:
             log.exception("request failed")
             r = None

@@ -28,6 +28,10 @@ from .gateway import Gateway
 
 log = logging.getLogger("gwproxy")
 
+_lane_mod = gwcore.load("lane")
+_Lane = _lane_mod.Lane
+_Plan = _lane_mod.Plan
+LANES_MAX = _lane_mod.LANES_MAX
 _router_mod = gwcore.load("router")
 MATCH = _router_mod.MATCH
 NOT_FOUND = _router_mod.NOT_FOUND
@@ -119,6 +123,8 @@ class GatewayApp:
         self.admin = None
         self.raw_paths = False    # True under the native front end (RSGI paths are decoded)
         gateway.reply = self._reply   # how callbacks answer what serve_now left pending
+        #: forwarding lanes (gwcore.lane) by (Host, method, raw path), for the native front end
+        self.lanes: dict = {}
 
     # -- lifecycle -----------------------------------------------------------------
     def __rsgi_init__(self, loop):
@@ -170,21 +176,12 @@ class GatewayApp:
         ``ex.continue_with()`` for an answer that must be awaited after all: the integration
         calls ``gateway.reply``, which is :meth:`_reply`); else the coroutine for the
         connection's task to await."""
-        start_ns = _perf_ns()
-        client = peer
-        headers = ex.headers
-        if self.trusted is not None:
-            xff = None
-            for k, v in headers:
-                if k == "x-forwarded-for":
-                    xff = v
-                    break
-            client = self.trusted.resolve(peer, xff)
-        req = Request(ex, ex.method, ex.path, ex.query, headers, client, peer, "http", ex.host,
-                      ex.http_version, new_request_id(), start_ns, _time(), self.max_body)
+        req = self._request(ex, peer, new_request_id(), _perf_ns(), _time())
         try:
             r = self._route(req)
             if type(r) is not Response:
+                if r.lane is not None:
+                    self._add_lane(ex, r, req.path_params)
                 start = r.start
                 if start is not None:
                     r = start(req)
@@ -202,6 +199,47 @@ class GatewayApp:
             self._respond_now(ex, req, r)
             return None
         return self.respond(ex, req, r)
+
+    # -- forwarding lanes (gwcore.lane) --------------------------------------------------
+    def _add_lane(self, ex, route, params: dict) -> None:
+        """Remember that ``ex``'s Host, method and path go to ``route`` (a planned one): the
+        front end forwards the next such requests through the lane."""
+        plan = route.plan
+        if plan is None:
+            spec = route.lane
+            plan = route.plan = _Plan(
+                spec.pool_of, route.lane_checks, spec.timeout, spec.host_header, spec.pass_host,
+                spec.fwd_port, spec.fixed_query, self.rid_header, spec.start, spec.on_upstream,
+                self._lane_request, self.serve, self._lane_log if self.access_log else None)
+        lanes = self.lanes
+        if len(lanes) >= LANES_MAX:
+            lanes.clear()
+        lanes[(ex.host, ex.method, ex.path)] = _Lane(plan, route.lane.target(params))
+
+    def _lane_request(self, ex, peer: str, rid: str, start_ns: int) -> Request:
+        """The routed Request for a request a lane hands back to the app's path."""
+        req = self._request(ex, peer, rid, start_ns, _time() - (_perf_ns() - start_ns) / 1e9)
+        r = self._route(req)
+        if type(r) is Response:     # pragma: no cover - the lane's triple routed here before
+            raise RuntimeError("a forwarding lane's request no longer routes")
+        return req
+
+    def _request(self, ex, peer: str, rid: str, start_ns: int, start_time: float) -> Request:
+        client = peer
+        headers = ex.headers
+        if self.trusted is not None:
+            xff = None
+            for k, v in headers:
+                if k == "x-forwarded-for":
+                    xff = v
+                    break
+            client = self.trusted.resolve(peer, xff)
+        return Request(ex, ex.method, ex.path, ex.query, headers, client, peer, "http", ex.host,
+                       ex.http_version, rid, start_ns, start_time, self.max_body)
+
+    def _lane_log(self, ex, peer: str, status: int, rid: str, start_ns: int) -> None:
+        self._log(self._request(ex, peer, rid, start_ns, _time() - (_perf_ns() - start_ns) / 1e9),
+                  status)
 
     def _reply(self, req: Request, r) -> None:
         """A callback's answer for a request ``serve_now`` left pending: a Response, or an

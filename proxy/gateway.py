@@ -51,7 +51,7 @@ class RouteBuild:
 
 class CompiledRoute:
     __slots__ = ("api_name", "stage_name", "route_key", "method", "path", "handler", "cfg", "index",
-                 "start")
+                 "start", "lane", "lane_checks", "plan")
 
     def __init__(self, rb: RouteBuild, handler):
         self.api_name = rb.api_name
@@ -64,6 +64,11 @@ class CompiledRoute:
         self.index = rb.route_index
         # an integration's callback-mode entry, when nothing runs before it on this route
         self.start = getattr(handler, "start", None)
+        # a forwarding lane's parts (gwcore.lane), when the integration has one and every
+        # stage can be asked without a Request; the app makes the Plan on first use
+        self.lane = getattr(handler, "lane", None)
+        self.lane_checks = getattr(handler, "lane_checks", ())
+        self.plan = None
 
 
 class CompiledStage:
@@ -263,10 +268,14 @@ def _build_route(rb: RouteBuild, features, integrations):
     (``handler.start(req)``: True when it will answer through ``gateway.reply``, else an
     awaitable) and every stage before it passes through (a plain function returning
     ``nxt(req)`` unchanged or a decided answer: ``stage.passes_through``), the chain gets
-    one too, built the same way over the stages."""
+    one too, built the same way over the stages. When the integration has a forwarding
+    lane (``handler.lane``) and every stage a ``lane_check`` (asked without a Request),
+    the chain keeps the lane and gets the checks (``handler.lane_checks``)."""
     itype = rb.route["integration"]["type"]
     handler = integrations[itype].build_integration(rb)
     start = getattr(handler, "start", None)
+    lane = getattr(handler, "lane", None)
+    checks = []
     for mod in reversed(features):
         build = getattr(mod, "build_stage", None)
         if build is None:
@@ -276,8 +285,16 @@ def _build_route(rb: RouteBuild, features, integrations):
             handler = _chain(stage, handler)
             if start is not None:
                 start = _chain(stage, start) if getattr(stage, "passes_through", False) else None
+            check = getattr(stage, "lane_check", None)
+            if check is None:
+                lane = None
+            else:
+                checks.append(check)
     if start is not None:
         handler.start = start
+    if lane is not None:
+        handler.lane = lane
+        handler.lane_checks = tuple(reversed(checks))    # in the order the stages run
     return handler
 
 

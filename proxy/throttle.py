@@ -393,6 +393,9 @@ def build_stage(rb):
             svc.throttled += 1
             return answered(too_many(wait))
         throttle.passes_through = True
+        # a forwarding lane (gwcore.lane) asks without a Request; a refusal goes back to
+        # the app's path, which takes again and answers 429 (a refused take costs nothing)
+        throttle.lane_check = lambda: take_now(buckets)[0] < 0
     elif store_local:
         take_now = svc.store.take_now
 

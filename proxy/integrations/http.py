@@ -179,7 +179,34 @@ def build_integration(rb):
         gw.reply(req, answer)
 
     http_proxy.start = start
+    # what a forwarding lane (gwcore.lane) needs of this route; the app makes the Plan
+    http_proxy.lane = LaneSpec(get_pool, template, timeout, host_header, pass_host, fwd_port,
+                               fixed_query, start, on_upstream)
     return http_proxy
+
+
+class LaneSpec:
+    """The integration's part of a forwarding lane: how to reach the upstream, and its own
+    entries for what the lane hands back (see gwcore.lane)."""
+
+    __slots__ = ("pool_of", "template", "timeout", "host_header", "pass_host", "fwd_port",
+                 "fixed_query", "start", "on_upstream")
+
+    def __init__(self, pool_of, template, timeout, host_header, pass_host, fwd_port,
+                 fixed_query, start, on_upstream):
+        self.pool_of = pool_of
+        self.template = template
+        self.timeout = timeout
+        self.host_header = host_header
+        self.pass_host = pass_host
+        self.fwd_port = fwd_port
+        self.fixed_query = fixed_query
+        self.start = start
+        self.on_upstream = on_upstream
+
+    def target(self, params: dict) -> str:
+        """The upstream path for a request's path parameters."""
+        return _render(self.template, params)
 
 
 def _outgoing(req, template, fixed_query, pass_host, host_header, fwd_port):

@@ -67,7 +67,10 @@ class MemoryStore:
             self._table.close()
 
     def take_now(self, buckets, counters=None, cost: float = 1.0, at: int = -1):
-        return self.table.take(buckets, counters, self.clock(), cost, at)
+        t = self._table     # not the property: this runs on every throttled request
+        if t is None:
+            t = self._open()
+        return t.take(buckets, counters, self.clock(), cost, at)
 
     async def take(self, buckets, counters=None, cost: float = 1.0, at: int = -1):
         return self.table.take(buckets, counters, self.clock(), cost, at)

@@ -1,0 +1,45 @@
+# Declarations that turn gwcore/lane.py into C types when Cython compiles it (pure-Python
+# mode: the .py stays the source and, uncompiled, the twin). Keep in step with lane.py.
+
+cimport cython
+
+from gwcore.h1client cimport UpstreamPool, UpstreamResponse
+from gwcore.http1 cimport Exchange
+
+
+cdef class Plan:
+    cdef public object pool_of
+    cdef public UpstreamPool pool
+    cdef public tuple checks
+    cdef public double timeout
+    cdef public str host_header
+    cdef public bint pass_host
+    cdef public str fwd_port
+    cdef public str fixed_query
+    cdef public str rid_header
+    cdef public object start
+    cdef public object on_upstream
+    cdef public object make_request
+    cdef public object serve
+    cdef public object log
+
+
+cdef class Lane:
+    cdef public Plan plan
+    cdef public str path
+
+    @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, target=str, host=str,
+                   p=Pending)
+    cpdef object forward(self, Exchange ex, str peer)
+
+
+cdef class Pending:
+    cdef public Plan plan
+    cdef public Exchange ex
+    cdef public str peer
+    cdef public str rid
+    cdef public object start_ns
+
+
+@cython.locals(plan=Plan, ex=Exchange, status=int, headers=list)
+cpdef _answered(Pending p, UpstreamResponse resp, object exc, object retry)

@@ -1,0 +1,151 @@
+# cython: annotation_typing=False
+"""Forwarding lanes: the plain proxy path without the gateway's per-request Python.
+
+Compiled by Cython with the C types declared in lane.pxd (pure-Python mode); uncompiled,
+the same file is the pure-Python twin (gwcore/_lane_py.py runs it).
+
+A route whose integration is a plain ``http_proxy`` and whose stages can each say "let it
+through" without a Request (the account, stage and route token buckets; no API keys,
+authorizers, policies, validation or cache) has a :class:`Plan`. Once the app has routed a
+(Host, method, raw path) to such a route, it keeps a :class:`Lane` for that triple: the
+plan and the upstream path already rendered from the path parameters (a bounded table,
+like the router result cache of Kong). The front end looks the triple up for requests
+its scanner took (gwcore.h1scan: no body, HTTP/1.1) and calls :meth:`Lane.forward`, which
+does what the app's path would do for them: the route's checks, a request id, the
+upstream request (query passed on, hop-by-hop headers dropped, Host and X-Forwarded-*
+set) on an idle keep-alive connection in callback mode, and from the upstream's
+``data_received`` the answer (forwarded headers, the request id header, the body) and the
+access log line.
+
+Anything else goes back to the app at the point reached, with a Request made then: no
+idle connection (the integration's own entry, the checks already passed), an answer that
+is not whole and small (streamed, HEAD-like, 204/304), an error or a stale keep-alive
+connection (the integration's callback: retries, 502/504). A check that refuses (429)
+returns False before anything happened: the app's path answers it, as it would have.
+tests/integration/test_lane.py checks that both ways give the same bytes.
+"""
+from __future__ import annotations
+
+import time
+
+import gwcore
+
+_new_request_id = gwcore.load("reqid").new_request_id
+_outgoing_headers = gwcore.load("h1client").outgoing_headers
+_perf_ns = time.perf_counter_ns
+
+#: answers up to this size (with a Content-Length) arrive whole and are written at once
+SMALL_RESPONSE = 256 * 1024
+#: (Host, method, path) triples remembered per app; the table is emptied when full
+LANES_MAX = 8192
+
+
+class Plan:
+    """What forwarding needs of one route (made by the app once per route)."""
+
+    __slots__ = ("pool_of", "pool", "checks", "timeout", "host_header", "pass_host", "fwd_port",
+                 "fixed_query", "rid_header", "start", "on_upstream", "make_request", "serve",
+                 "log")
+
+    def __init__(self, pool_of, checks: tuple, timeout: float, host_header: str, pass_host: bool,
+                 fwd_port: str, fixed_query: str, rid_header: str, start, on_upstream,
+                 make_request, serve, log):
+        self.pool_of = pool_of            # () -> the route's UpstreamPool (made on first use)
+        self.pool = None
+        self.checks = checks              # () -> True when the request may go on
+        self.timeout = timeout
+        self.host_header = host_header
+        self.pass_host = pass_host
+        self.fwd_port = fwd_port
+        self.fixed_query = fixed_query
+        self.rid_header = rid_header
+        self.start = start                # the integration's callback-mode entry: start(req)
+        self.on_upstream = on_upstream    # ... and its upstream callback (req, resp, exc, retry)
+        self.make_request = make_request  # (ex, peer, rid, start_ns) -> the routed Request
+        self.serve = serve                # (ex, req, awaitable) -> the app's coroutine
+        self.log = log                    # (ex, peer, status, rid, start_ns) or None
+
+
+class Lane:
+    """A (Host, method, path) known to go to a planned route, and its upstream path."""
+
+    __slots__ = ("plan", "path")
+
+    def __init__(self, plan: Plan, path: str):
+        self.plan = plan
+        self.path = path
+
+    def forward(self, ex, peer: str):
+        """Forward the scanned request ``ex`` (the front end's Exchange). The serve_now
+        contract: True when it will be answered from a callback, an awaitable for the
+        connection's task, or False: nothing was done, the app's path takes it."""
+        plan = self.plan
+        pool = plan.pool
+        if pool is None:
+            pool = plan.pool = plan.pool_of()
+        if not pool.ready():
+            return False
+        for check in plan.checks:
+            if not check():
+                return False
+        rid = _new_request_id()
+        start_ns = _perf_ns()
+        q = ex.query
+        fq = plan.fixed_query
+        if fq:
+            q = fq + "&" + q if q else fq
+        target = self.path + "?" + q if q else self.path
+        host = plan.host_header
+        if plan.pass_host and ex.host:
+            host = ex.host
+        headers = _outgoing_headers(ex.headers, host, peer, "http", plan.fwd_port)
+        p = Pending(plan, ex, peer, rid, start_ns)
+        if pool.start(ex.method, target, headers, plan.timeout, _answered, p):
+            return True
+        # no usable idle connection after all: the integration's own entry (the checks
+        # passed already and must not run twice)
+        req = plan.make_request(ex, peer, rid, start_ns)
+        r = plan.start(req)
+        if r is True:
+            return True
+        return plan.serve(ex, req, r)
+
+
+class Pending:
+    """A forwarded request waiting for its upstream's answer."""
+
+    __slots__ = ("plan", "ex", "peer", "rid", "start_ns")
+
+    def __init__(self, plan: Plan, ex, peer: str, rid: str, start_ns: int):
+        self.plan = plan
+        self.ex = ex
+        self.peer = peer
+        self.rid = rid
+        self.start_ns = start_ns
+
+
+def _answered(p: Pending, resp, exc, retry) -> None:
+    """The upstream callback (gwcore.h1client callback mode): a whole, small answer is
+    written here; anything else is the integration's, with a Request made now."""
+    plan = p.plan
+    ex = p.ex
+    if resp is not None:
+        status = resp.status
+        cl = resp.content_length
+        if status != 204 and status != 304 and resp.has_body() and cl is not None \
+                and cl <= SMALL_RESPONSE:
+            body = resp.body_now()
+            if body is not None:
+                headers = resp.forward_headers()
+                headers.append((plan.rid_header, p.rid))
+                ex.response_bytes(status, headers, body)
+                if plan.log is not None:
+                    plan.log(ex, p.peer, status, p.rid, p.start_ns)
+                ex.complete()
+                return
+    try:
+        req = plan.make_request(ex, p.peer, p.rid, p.start_ns)
+    except Exception:       # never into the upstream connection's protocol callbacks
+        ex.complete()       # the front end answers 500 when nothing was written
+        return
+    plan.on_upstream(req, resp, exc, retry)
