@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["scan_request", "scan_response", "fields"]
+__all__ = ["scan_request", "scan_response", "scan_response_block", "fields"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~]*[!-~])\r\n")
@@ -137,6 +137,21 @@ def scan_response(data: bytes):
     if cl < 0 or len(data) - start != cl:
         return None
     return (status, headers, forward, cl, keep, start)
+
+
+def scan_response_block(data: bytes):
+    """What :func:`scan_response` takes, as ``(status, block, has_date, content_length,
+    keep_alive, body_start)``: ``block`` is the forwarded headers written as
+    ``fields(forward, (), None)`` would write them, ``has_date`` whether a Date is among
+    them. None when scan_response gives None."""
+    r = scan_response(data)
+    if r is None:
+        return None
+    status, _, forward, cl, keep, start = r
+    if len(forward) > 256:
+        return None
+    block, has_date = fields(forward, (), "date")
+    return (status, block, has_date, cl, keep, start)
 
 
 def fields(headers: list, drop: tuple, flag: str | None):

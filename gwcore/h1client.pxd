@@ -30,6 +30,8 @@ cdef class UpstreamResponse:
     cdef public _Body _b
     cdef public list _fwd
     cdef public object _named
+    cdef public object block
+    cdef public bint block_date
 
     cpdef bint has_body(self)
     cpdef list forward_headers(self)
@@ -73,6 +75,7 @@ cdef class Connection:
     cdef public UpstreamResponse _cb_resp
     cdef public bint _cb_idem
     cdef public bint _deliver
+    cdef public bint _block
 
     @cython.locals(n=Py_ssize_t, k=str, v=str)
     cpdef on_header(self, bytes name, bytes value)
@@ -90,7 +93,7 @@ cdef class Connection:
     cpdef _call_back(self)
     cpdef UpstreamResponse _new_request(self, bint is_head, double read_timeout, bint request_done)
     cpdef start(self, bytes head, bint is_head, bint idempotent, double deadline,
-                double read_timeout, object cb, object arg)
+                double read_timeout, object cb, object arg, bint block)
 
 
 cdef class UpstreamPool:
@@ -113,6 +116,8 @@ cdef class UpstreamPool:
     cpdef Connection _take_idle(self, object loop)
     cpdef bint start(self, str method, str target, list headers, double timeout, object cb,
                      object arg)
+    cpdef bint start_head(self, bytes head, str method, double timeout, object cb, object arg,
+                          bint block)
     cpdef _waiter_timeout(self, object fut)
     cpdef _connect_failed(self, Connection conn)
     cpdef _release(self, Connection conn)
@@ -129,3 +134,4 @@ cpdef list strip_response(object headers)
 cpdef list outgoing_headers(object headers, str host_value, str peer_ip, str scheme, str fwd_port)
 @cython.locals(lines=str, parts=list, count=Py_ssize_t)
 cpdef bytes encode_head(str method, str target, list headers, str framing)
+cpdef str body_framing(str method)

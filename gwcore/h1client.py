@@ -43,6 +43,7 @@ from gwcore.errors import (BodyLengthError, ConnectError, ProtocolError, ResetEr
                            UpstreamError, UpstreamTimeout)
 
 __all__ = ["Connection", "UpstreamResponse", "HIGH_WATER", "PoolSettings", "UpstreamPool", "encode_head",
+           "body_framing",
            "HOP_BY_HOP", "REQUEST_DROP", "connection_tokens", "strip_response",
            "outgoing_headers"]
 
@@ -67,6 +68,7 @@ _LAST_CHUNK = b"0\r\n\r\n"
 #: the strict scanner for a whole Content-Length response in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
 _scan_response = _h1scan.scan_response
+_scan_response_block = _h1scan.scan_response_block
 _fields = _h1scan.fields
 
 # Connection states (ints: compared on the hot path). DETACHED: holds a pool slot but
@@ -183,13 +185,18 @@ class UpstreamResponse:
     """
 
     __slots__ = ("status", "headers", "http_version", "content_length", "chunked", "keep_alive", "_has_body", "_b",
-                 "_fwd", "_named")
+                 "_fwd", "_named", "block", "block_date")
 
     def __init__(self, body: _Body) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self._fwd: list = []          # the headers minus hop-by-hop ones, built while parsing
         self._named = None            # lower-case names listed in Connection (other than close/keep-alive)
+        # block mode (UpstreamPool.start_head(block=True)) when the scanner took the whole
+        # response: the forwarded headers already written as lines (``headers`` and
+        # ``forward_headers()`` are then empty), and whether a Date is among them
+        self.block: bytes | None = None
+        self.block_date = False
         self.http_version = "1.1"
         self.content_length: int | None = None
         self.chunked = False
@@ -303,6 +310,7 @@ class Connection:
         "_cb_resp",
         "_cb_idem",
         "_deliver",
+        "_block",
     )
 
     def __init__(self, pool: "UpstreamPool", loop: asyncio.AbstractEventLoop) -> None:
@@ -328,7 +336,8 @@ class Connection:
         self._response_started = False
         self._keep = True
         self._until_close = False
-        self._after_feed = 0  # 1: release/close after feed_data; 2: also replace the parser
+        self._after_feed = 0
+        self._block = False  # 1: release/close after feed_data; 2: also replace the parser
         self._conn_close_tok = False
         self._conn_keep_tok = False
         self._stream_task: asyncio.Task[Any] | None = None
@@ -343,6 +352,7 @@ class Connection:
         self._cb_resp: UpstreamResponse | None = None
         self._cb_idem = False
         self._deliver = False     # a final head arrived: call back after this feed
+        self._block = False       # callback mode: the scanner's block form is wanted
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -413,7 +423,7 @@ class Connection:
         if not self._response_started and self._resp is not None and not self._is_head:
             # the first bytes of the response: when they are all of it, in the commonest
             # shape, one strict pass instead of llhttp (left at the message boundary)
-            r = _scan_response(data)
+            r = _scan_response_block(data) if self._block else _scan_response(data)
             if r is not None:
                 self._response_started = True
                 self._scanned(r, data)
@@ -445,7 +455,10 @@ class Connection:
         data_received would have done with it (head, body, message complete, release,
         call back)."""
         resp = self._resp
-        status, resp.headers, resp._fwd, cl, keep, start = r
+        if self._block:
+            status, resp.block, resp.block_date, cl, keep, start = r
+        else:
+            status, resp.headers, resp._fwd, cl, keep, start = r
         resp._named = None
         resp.content_length = cl
         resp.chunked = False
@@ -716,7 +729,7 @@ class Connection:
     # -- the request ------------------------------------------------------------
 
     def start(self, head: bytes, is_head: bool, idempotent: bool, deadline: float,
-              read_timeout: float, cb: Any, arg: Any) -> None:
+              read_timeout: float, cb: Any, arg: Any, block: bool) -> None:
         """Callback mode, for a request without a body: write it and return at once.
         ``cb(arg, response, error, retry)`` is called from the protocol callbacks once: right
         after the data that completed the final response head was parsed (with the whole
@@ -727,6 +740,7 @@ class Connection:
         self._cb_arg = arg
         self._cb_idem = idempotent
         self._deliver = False
+        self._block = block
         self._arm(deadline)
         self.transport.write(head)
 
@@ -955,6 +969,12 @@ def outgoing_headers(headers, host_value, peer_ip, scheme, fwd_port) -> list:
     return out
 
 
+def body_framing(method: str) -> str:
+    """The framing line of a body-less request: ``Content-Length: 0`` for the methods that
+    usually carry a body (a server may otherwise wait for one, or answer 411)."""
+    return "Content-Length: 0\r\n" if method in _BODY_METHODS else ""
+
+
 def encode_head(
     method: str,
     target: str,
@@ -1073,7 +1093,7 @@ class UpstreamPool:
         deadline = loop.time() + timeout
 
         if body is None:
-            framing = "Content-Length: 0\r\n" if method in _BODY_METHODS else ""
+            framing = body_framing(method)
             replayable = True
         elif isinstance(body, (bytes, bytearray, memoryview)):
             framing = f"Content-Length: {len(body)}\r\n"
@@ -1122,13 +1142,23 @@ class UpstreamPool:
             return False
         # encoded before an idle connection is taken: a request it refuses (ValueError)
         # must not hold one
-        head = encode_head(method, target, headers,
-                           "Content-Length: 0\r\n" if method in _BODY_METHODS else "")
+        head = encode_head(method, target, headers, body_framing(method))
+        return self.start_head(head, method, timeout, cb, arg, False)
+
+    def start_head(self, head: bytes, method: str, timeout: float, cb: Any, arg: Any,
+                   block: bool) -> bool:
+        """:meth:`start` for a head already encoded (what :func:`encode_head` makes of it,
+        with :func:`body_framing`). With ``block``, a response the scanner takes whole
+        (gwcore.h1scan.scan_response_block) comes with its forwarded headers written as
+        lines in ``resp.block`` instead of as lists."""
+        loop = self._loop
+        if loop is None or self._closed or not self._idle:
+            return False
         conn = self._take_idle(loop)
         if conn is None:
             return False
         conn.start(head, method == "HEAD", method in _IDEMPOTENT, loop.time() + timeout, timeout,
-                   cb, arg)
+                   cb, arg, block)
         return True
 
     # -- slots and connections ------------------------------------------------------

@@ -10,11 +10,14 @@ tests/gwcore/test_h1scan.py checks differentially against llhttp on both twins.
 The bytes object's terminating NUL (CPython keeps one after every bytes' data) is the
 sentinel: no table admits byte 0, so every scanning loop stops at the end of the data.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.string cimport memcmp
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
+                              PyUnicode_GET_LENGTH, PyUnicode_KIND)
+from libc.string cimport memchr, memcmp, memcpy
 
-__all__ = ["scan_request", "scan_response", "fields"]
+DEF MAX_FIELDS = 256
+
+__all__ = ["scan_request", "scan_response", "scan_response_block", "fields"]
 
 cdef unsigned char TCHAR[256]     # header-name characters (RFC 9110 token), lower-cased
 cdef unsigned char VCHAR[256]     # header-value / reason characters: SP and VCHAR (0x20-0x7E)
@@ -209,14 +212,28 @@ def scan_response(bytes data):
 
     ``headers`` are as received (names in their case); ``forward`` is them minus the
     hop-by-hop ones, Connection and Content-Length."""
+    return _scan_response(data, False)
+
+
+def scan_response_block(bytes data):
+    """What :func:`scan_response` takes, as ``(status, block, has_date, content_length,
+    keep_alive, body_start)``: ``block`` is the forwarded headers written as
+    ``fields(forward, (), None)`` would write them, ``has_date`` whether a Date is among
+    them. None when scan_response gives None."""
+    return _scan_response(data, True)
+
+
+cdef object _scan_response(bytes data, bint block_mode):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     if n < 19:
         return None
     cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t i, ns, nl, vs, vl, k
+    cdef Py_ssize_t i, ns, nl, vs, vl, k, total = 0, nf = 0, pos = 0
     cdef long long cl = -1
-    cdef bint keep = True
+    cdef bint keep = True, has_date = False
     cdef int status, cv
+    cdef Py_ssize_t spans[4 * MAX_FIELDS]
+    cdef char* out
     if memcmp(s, b"HTTP/1.1 ", 9) != 0:
         return None
     for k in range(9, 12):
@@ -231,15 +248,18 @@ def scan_response(bytes data):
     if s[i] != 0x0D or s[i + 1] != 0x0A:
         return None
     i += 2
-    headers = []
-    forward = []
+    headers = forward = None
+    if not block_mode:
+        headers = []
+        forward = []
     while s[i] != 0x0D:
         i = _field(s, i, &ns, &nl, &vs, &vl)
         if i < 0:
             return None
-        name = PyUnicode_DecodeLatin1(<const char*>s + ns, nl, NULL)
-        value = PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)
-        headers.append((name, value))
+        if not block_mode:
+            name = PyUnicode_DecodeLatin1(<const char*>s + ns, nl, NULL)
+            value = PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)
+            headers.append((name, value))
         if nl == 14 and _ieq(s + ns, nl, b"content-length"):
             if cl >= 0 or vl > 15:
                 return None
@@ -258,19 +278,45 @@ def scan_response(bytes data):
                 (nl == 16 and _ieq(s + ns, nl, b"proxy-connection")):
             return None
         elif not _hop(s + ns, nl):
-            forward.append((name, value))
+            if not block_mode:
+                forward.append((name, value))
+            else:
+                if nf == MAX_FIELDS:
+                    return None
+                spans[4 * nf] = ns
+                spans[4 * nf + 1] = nl
+                spans[4 * nf + 2] = vs
+                spans[4 * nf + 3] = vl
+                nf += 1
+                total += nl + vl + 4
+                if nl == 4 and _ieq(s + ns, nl, b"date"):
+                    has_date = True
     if s[i + 1] != 0x0A or cl < 0 or n - (i + 2) != cl:
         return None
-    return (status, headers, forward, cl, keep, i + 2)
+    if not block_mode:
+        return (status, headers, forward, cl, keep, i + 2)
+    block = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(block)
+    for k in range(nf):
+        ns = spans[4 * k]
+        nl = spans[4 * k + 1]
+        vs = spans[4 * k + 2]
+        vl = spans[4 * k + 3]
+        memcpy(out + pos, s + ns, nl)
+        pos += nl
+        out[pos] = 0x3A
+        out[pos + 1] = 0x20
+        pos += 2
+        memcpy(out + pos, s + vs, vl)
+        pos += vl
+        out[pos] = 0x0D
+        out[pos + 1] = 0x0A
+        pos += 2
+    return (status, block, has_date, cl, keep, i + 2)
 
 
 # -- writing header fields ---------------------------------------------------------------
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_GET_LENGTH, PyUnicode_KIND
-from libc.string cimport memchr, memcpy
-
-DEF MAX_FIELDS = 256
 
 
 cdef inline bint _one_of(const unsigned char* s, Py_ssize_t n, tuple names):

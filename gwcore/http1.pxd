@@ -30,6 +30,7 @@ cdef class Exchange:
     cdef public int reject
     cdef public bint scanned
 
+    cpdef response_lines(self, int status, bytes lines, bint has_date, bytes body)
     cpdef _feed(self, object data)
     cpdef _finish_body(self)
     cpdef _fail(self)

@@ -17,6 +17,7 @@ cdef class Plan:
     cdef public str fwd_port
     cdef public str fixed_query
     cdef public str rid_header
+    cdef public bytes rid_line
     cdef public object start
     cdef public object on_upstream
     cdef public object make_request
@@ -29,7 +30,7 @@ cdef class Lane:
     cdef public str path
 
     @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, target=str, host=str,
-                   p=Pending)
+                   p=Pending, head=bytes, sent=bint)
     cpdef object forward(self, Exchange ex, str peer)
 
 
@@ -39,6 +40,10 @@ cdef class Pending:
     cdef public str peer
     cdef public str rid
     cdef public object start_ns
+
+
+@cython.locals(headers=list, xff=str, drop=tuple, kv=tuple, k=str, v=str, method=str)
+cpdef object _request_head(Exchange ex, str target, str host, str peer, str fwd_port)
 
 
 @cython.locals(plan=Plan, ex=Exchange, status=int, headers=list)

@@ -31,8 +31,16 @@ import time
 import gwcore
 
 _new_request_id = gwcore.load("reqid").new_request_id
-_outgoing_headers = gwcore.load("h1client").outgoing_headers
+_h1client = gwcore.load("h1client")
+_outgoing_headers = _h1client.outgoing_headers
+_body_framing = _h1client.body_framing
+_fields = gwcore.load("h1scan").fields
 _perf_ns = time.perf_counter_ns
+
+#: what outgoing_headers drops of a client's headers (and, after ``Connection: close``, a
+#: header named "close": it drops the names Connection lists too)
+_REQUEST_DROP = tuple(sorted(_h1client.REQUEST_DROP))
+_REQUEST_DROP_CLOSE = _REQUEST_DROP + ("close",)
 
 #: answers up to this size (with a Content-Length) arrive whole and are written at once
 SMALL_RESPONSE = 256 * 1024
@@ -44,8 +52,8 @@ class Plan:
     """What forwarding needs of one route (made by the app once per route)."""
 
     __slots__ = ("pool_of", "pool", "checks", "timeout", "host_header", "pass_host", "fwd_port",
-                 "fixed_query", "rid_header", "start", "on_upstream", "make_request", "serve",
-                 "log")
+                 "fixed_query", "rid_header", "rid_line", "start", "on_upstream", "make_request",
+                 "serve", "log")
 
     def __init__(self, pool_of, checks: tuple, timeout: float, host_header: str, pass_host: bool,
                  fwd_port: str, fixed_query: str, rid_header: str, start, on_upstream,
@@ -59,6 +67,7 @@ class Plan:
         self.fwd_port = fwd_port
         self.fixed_query = fixed_query
         self.rid_header = rid_header
+        self.rid_line = (rid_header + ": ").encode("latin-1")
         self.start = start                # the integration's callback-mode entry: start(req)
         self.on_upstream = on_upstream    # ... and its upstream callback (req, resp, exc, retry)
         self.make_request = make_request  # (ex, peer, rid, start_ns) -> the routed Request
@@ -98,9 +107,15 @@ class Lane:
         host = plan.host_header
         if plan.pass_host and ex.host:
             host = ex.host
-        headers = _outgoing_headers(ex.headers, host, peer, "http", plan.fwd_port)
         p = Pending(plan, ex, peer, rid, start_ns)
-        if pool.start(ex.method, target, headers, plan.timeout, _answered, p):
+        head = _request_head(ex, target, host, peer, plan.fwd_port)
+        if head is not None:
+            sent = pool.start_head(head, ex.method, plan.timeout, _answered, p, True)
+        else:
+            sent = pool.start(ex.method, target,
+                              _outgoing_headers(ex.headers, host, peer, "http", plan.fwd_port),
+                              plan.timeout, _answered, p)
+        if sent:
             return True
         # no usable idle connection after all: the integration's own entry (the checks
         # passed already and must not run twice)
@@ -109,6 +124,35 @@ class Lane:
         if r is True:
             return True
         return plan.serve(ex, req, r)
+
+
+def _request_head(ex, target: str, host: str, peer: str, fwd_port: str):
+    """The upstream request head for ``ex``, as h1client's encode_head would write it for
+    outgoing_headers' list (the client's headers minus hop-by-hop and gateway-set ones, then
+    Host and X-Forwarded-*), in one pass; None when a header is not one this takes (a
+    Connection listing other names, a value fields() declines): the lists path then."""
+    headers = ex.headers
+    xff = None
+    drop = _REQUEST_DROP
+    for kv in headers:
+        k = kv[0]
+        if k == "x-forwarded-for":
+            xff = kv[1] if xff is None else xff + ", " + kv[1]
+        elif k == "connection":
+            v = kv[1].lower()
+            if v == "close":
+                drop = _REQUEST_DROP_CLOSE
+            elif v != "keep-alive":
+                return None
+    r = _fields(headers, drop, None)
+    if r is None:
+        return None
+    method = ex.method
+    return b"".join((
+        f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), r[0],
+        f"host: {host}\r\nx-forwarded-for: {xff + ', ' + peer if xff else peer}\r\n"
+        f"x-forwarded-proto: http\r\nx-forwarded-port: {fwd_port}\r\n"
+        f"{_body_framing(method)}\r\n".encode("latin-1")))
 
 
 class Pending:
@@ -129,6 +173,15 @@ def _answered(p: Pending, resp, exc, retry) -> None:
     written here; anything else is the integration's, with a Request made now."""
     plan = p.plan
     ex = p.ex
+    if resp is not None and resp.block is not None:
+        # taken whole by the scanner (block mode): the forwarded headers come as lines
+        ex.response_lines(resp.status, b"".join((resp.block, plan.rid_line, p.rid.encode("ascii"),
+                                                 b"\r\n")),
+                          resp.block_date, resp.body_now())
+        if plan.log is not None:
+            plan.log(ex, p.peer, resp.status, p.rid, p.start_ns)
+        ex.complete()
+        return
     if resp is not None:
         status = resp.status
         cl = resp.content_length

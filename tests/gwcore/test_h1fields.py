@@ -87,3 +87,39 @@ def test_h1client_encode_head_same_as_general_path(name, mod, monkeypatch):
     monkeypatch.setattr(mod, "_fields", lambda *a: None)
     assert run() == fast
     assert sum(type(x) is bytes for x in fast) > 300
+
+
+RESP_NAMES = ["Server", "Date", "date", "Content-Type", "Connection", "Keep-Alive", "TE",
+              "Trailer", "Upgrade", "Proxy-Authenticate", "X-A", "Set-Cookie", "Content-Length",
+              "Transfer-Encoding", "Proxy-Connection"]
+RESP_VALUES = ["nginx", "keep-alive", "close", "Close", "a b", "1", "x" * 70, "chunked", "5"]
+
+
+def random_response(rng: random.Random) -> bytes:
+    body = b"x" * rng.choice([0, 1, 5, 38])
+    lines = [f"{rng.choice(RESP_NAMES)}:{rng.choice(['', ' ', '  ', chr(9)])}{rng.choice(RESP_VALUES)}"
+             for _ in range(rng.randrange(0, 7))]
+    if rng.random() < 0.8:
+        lines.insert(rng.randrange(0, len(lines) + 1), f"Content-Length: {len(body)}")
+    status = rng.choice(["200 OK", "404 Not Found", "204 No Content", "500 Oops", "201 "])
+    return f"HTTP/1.1 {status}\r\n".encode() + "".join(x + "\r\n" for x in lines).encode() \
+        + b"\r\n" + body
+
+
+@pytest.mark.parametrize("name,mod", SCAN)
+def test_scan_response_block_is_scan_response_written(name, mod):
+    """The block form takes what scan_response takes, and its lines are fields(forward)."""
+    rng = random.Random(17)
+    taken = 0
+    for _ in range(5000):
+        data = random_response(rng)
+        r = mod.scan_response(data)
+        b = mod.scan_response_block(data)
+        if r is None:
+            assert b is None, data
+            continue
+        taken += 1
+        status, _, forward, cl, keep, start = r
+        lines, has_date = mod.fields(forward, (), "date")
+        assert b == (status, lines, has_date, cl, keep, start), data
+    assert taken > 500
