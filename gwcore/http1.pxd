@@ -68,7 +68,7 @@ cdef class Connection:
     cdef public Exchange _handoff
     cdef public bint _pumping
     cdef public bint eof
-    cdef public object lanes
+    cdef public dict lanes
 
     cpdef _scanned(self, tuple r)
     cpdef _pause_reading(self)

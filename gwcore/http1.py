@@ -401,7 +401,8 @@ class Connection:
         self._pumping = False    # _pump() is on the stack
         self.eof = False         # the client half-closed: close once the parsed requests are answered
         # the app's forwarding lanes (gwcore.lane), looked up for scanned requests
-        self.lanes = getattr(self.app, "lanes", None)
+        lanes = getattr(self.app, "lanes", None)
+        self.lanes = lanes if type(lanes) is dict else None
 
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
@@ -484,8 +485,7 @@ class Connection:
         """A request taken by the scanner: the Exchange llhttp's callbacks would have made
         of it, started at once."""
         ex = Exchange(self)
-        self.idle_since = _monotonic()
-        self.header_bytes = 0
+        self.header_bytes = 0     # (idle_since: set again when it is answered)
         method, ex.path, ex.query, ex.headers, ex.host, ex.keep_alive = r
         ex.method = method
         ex.http_version = "1.1"

@@ -50,3 +50,4 @@ cdef class Table:
     cdef void _lock(self) noexcept
     cdef void _unlock(self) noexcept
     cdef Py_ssize_t _find(self, uint64_t h, Py_ssize_t hint, double now, bint *fresh) noexcept
+    cdef tuple _take(self, object buckets, object counters, double now, double cost, Py_ssize_t at)

@@ -59,7 +59,7 @@ cdef enum:
     NPROBES = 16
     MAXN = 16           # buckets / counters per take() kept on the stack
 
-__all__ = ["TokenBucket", "Bucket", "Counter", "Table", "key_hash", "segment_path",
+__all__ = ["TokenBucket", "Bucket", "Counter", "Table", "Check", "key_hash", "segment_path",
            "PROBES", "MAGIC", "HEADER", "SLOT", "IMPLEMENTATION"]
 
 
@@ -220,6 +220,9 @@ cdef class Table:
         return free
 
     def take(self, buckets, counters=None, double now=0.0, double cost=1.0, Py_ssize_t at=-1):
+        return self._take(buckets, counters, now, cost, at)
+
+    cdef tuple _take(self, object buckets, object counters, double now, double cost, Py_ssize_t at):
         cdef Py_ssize_t nb = len(buckets)
         cdef Py_ssize_t nc = len(counters) if counters else 0
         cdef Py_ssize_t i, j, s, failed = -1
@@ -395,3 +398,23 @@ cdef class Table:
         self._lockword = NULL
         self._view = None
         _close_segment(self._mm, self._fd, self.path)
+
+
+cdef class Check:
+    """``check()``: one token from each of ``buckets`` now, in ``store``'s table at
+    ``store.clock()`` (store: proxy.state.memory.MemoryStore, or anything with ``table``
+    and ``clock``); True when every bucket had one. What ``store.take_now(buckets)[0] < 0``
+    says, without two Python calls on the way (forwarding lanes ask it per request)."""
+    cdef object store
+    cdef object buckets
+
+    def __init__(self, store, buckets):
+        self.store = store
+        self.buckets = buckets
+
+    def __call__(self):
+        store = self.store
+        t = store._table
+        if t is None:
+            t = store.table
+        return (<Table?>t)._take(self.buckets, None, store.clock(), 1.0, -1)[0] < 0

@@ -395,7 +395,7 @@ def build_stage(rb):
         throttle.passes_through = True
         # a forwarding lane (gwcore.lane) asks without a Request; a refusal goes back to
         # the app's path, which takes again and answers 429 (a refused take costs nothing)
-        throttle.lane_check = lambda: take_now(buckets)[0] < 0
+        throttle.lane_check = _rl.Check(svc.store, buckets)
     elif store_local:
         take_now = svc.store.take_now
 
