@@ -235,3 +235,34 @@ def test_segment_path_names_node_and_twin(rl):
     p = rl.segment_path("1234-5678")
     assert "1234-5678" in p and p.endswith(rl.IMPLEMENTATION)
     assert "/" not in os.path.basename(rl.segment_path("../../etc/x"))
+
+
+class _Store:
+    """What Check needs of proxy.state.memory.MemoryStore: ``_table`` (opened lazily
+    through ``table``) and ``clock``."""
+
+    def __init__(self, rl):
+        self._rl = rl
+        self._table = None
+        self.now = 100.0
+        self.clock = lambda: self.now
+
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = self._rl.Table(slots=64)
+        return self._table
+
+
+def test_check_takes_like_take_now(rl):
+    store = _Store(rl)
+    route, stage = rl.Bucket("route:r", 1, 3), rl.Bucket("stage:s", 100, 100)
+    check = rl.Check(store, [stage, route])
+    assert [check() for _ in range(5)] == [True, True, True, False, False]
+    assert store._table is not None               # opened on first use
+    # a refused check took nothing: the stage bucket lost exactly three tokens
+    assert store._table.take([stage], None, store.now, 97.0)[0] == -1
+    store.now += 1.0                              # one token back on the route bucket
+    assert check() is True and check() is False
+    store.clock = lambda: 1000.0                  # the clock is read from the store each time
+    assert check() is True
