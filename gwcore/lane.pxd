@@ -48,3 +48,6 @@ cpdef object _request_head(Exchange ex, str target, str host, str peer, str fwd_
 
 @cython.locals(plan=Plan, ex=Exchange, status=int, headers=list)
 cpdef _answered(Pending p, UpstreamResponse resp, object exc, object retry)
+
+
+cpdef _done(Pending p, int status)

@@ -26,9 +26,12 @@ tests/integration/test_lane.py checks that both ways give the same bytes.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import gwcore
+
+log = logging.getLogger("gwproxy")
 
 _new_request_id = gwcore.load("reqid").new_request_id
 _h1client = gwcore.load("h1client")
@@ -173,32 +176,36 @@ def _answered(p: Pending, resp, exc, retry) -> None:
     written here; anything else is the integration's, with a Request made now."""
     plan = p.plan
     ex = p.ex
-    if resp is not None and resp.block is not None:
-        # taken whole by the scanner (block mode): the forwarded headers come as lines
-        ex.response_lines(resp.status, b"".join((resp.block, plan.rid_line, p.rid.encode("ascii"),
-                                                 b"\r\n")),
-                          resp.block_date, resp.body_now())
-        if plan.log is not None:
-            plan.log(ex, p.peer, resp.status, p.rid, p.start_ns)
-        ex.complete()
-        return
-    if resp is not None:
-        status = resp.status
-        cl = resp.content_length
-        if status != 204 and status != 304 and resp.has_body() and cl is not None \
-                and cl <= SMALL_RESPONSE:
-            body = resp.body_now()
-            if body is not None:
-                headers = resp.forward_headers()
-                headers.append((plan.rid_header, p.rid))
-                ex.response_bytes(status, headers, body)
-                if plan.log is not None:
-                    plan.log(ex, p.peer, status, p.rid, p.start_ns)
-                ex.complete()
-                return
     try:
+        if resp is not None:
+            if resp.block is not None:
+                # taken whole by the scanner (block mode): forwarded headers come as lines
+                status = resp.status
+                ex.response_lines(status, b"".join((resp.block, plan.rid_line,
+                                                    p.rid.encode("ascii"), b"\r\n")),
+                                  resp.block_date, resp.body_now())
+                _done(p, status)
+                return
+            status = resp.status
+            cl = resp.content_length
+            if status != 204 and status != 304 and resp.has_body() and cl is not None \
+                    and cl <= SMALL_RESPONSE:
+                body = resp.body_now()
+                if body is not None:
+                    headers = resp.forward_headers()
+                    headers.append((plan.rid_header, p.rid))
+                    ex.response_bytes(status, headers, body)
+                    _done(p, status)
+                    return
         req = plan.make_request(ex, p.peer, p.rid, p.start_ns)
     except Exception:       # never into the upstream connection's protocol callbacks
+        log.exception("request %s: forwarding the answer failed", p.rid)
         ex.complete()       # the front end answers 500 when nothing was written
         return
     plan.on_upstream(req, resp, exc, retry)
+
+
+def _done(p: Pending, status: int) -> None:
+    if p.plan.log is not None:
+        p.plan.log(p.ex, p.peer, status, p.rid, p.start_ns)
+    p.ex.complete()

@@ -673,6 +673,32 @@ def test_access_log_lines_are_the_same_shape(tmp_path):
     run(tmp_path, t, access_log=True)
 
 
+def test_a_failing_log_does_not_reach_the_upstream_connection(tmp_path, caplog):
+    """The lane's upstream callback runs inside the upstream connection's data_received:
+    an exception there (here: the access log) is logged, the answer already written stays,
+    and both connections go on serving."""
+    async def t(up: Upstream, gw: Gateway):
+        await warm(gw)
+        first = await call(gw, request("/b/pets/1"))         # app path: makes the lane
+        assert first.status == 200
+
+        def broken(*a):
+            raise RuntimeError("log sink gone")
+        gw.app._log = broken
+        calls = len(gw.serve_now_calls)
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            for _ in range(3):                                # one client connection
+                w.write(request("/b/pets/1"))
+                a = Answer(await read_raw(r))
+                assert a.status == 200
+        finally:
+            w.close()
+        assert len(gw.serve_now_calls) == calls               # all three by the lane
+        assert "forwarding the answer failed" in caplog.text
+    run(tmp_path, t, access_log=True)
+
+
 def test_lane_table_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(proxy.app, "LANES_MAX", 3)
 
