@@ -33,7 +33,16 @@ sys.path.insert(0, str(ROOT))
 from loadtests import harness as h  # noqa: E402
 
 
-class _Back:
+class _Side(asyncio.Protocol):
+    """What both sides share: no flow control, close on EOF (it is a floor, not a proxy)."""
+
+    transport = None
+
+    def eof_received(self):
+        return False
+
+
+class _Back(_Side):
     """The backend side of one client connection."""
 
     def __init__(self, front):
@@ -53,17 +62,8 @@ class _Back:
     def connection_lost(self, exc):
         self.front.transport.close()
 
-    def eof_received(self):
-        return False
 
-    def pause_writing(self):
-        pass
-
-    def resume_writing(self):
-        pass
-
-
-class _Front:
+class _Front(_Side):
     """One client connection: bytes go to the paired backend connection, verbatim."""
 
     def __init__(self, backend_port):
@@ -87,15 +87,6 @@ class _Front:
     def connection_lost(self, exc):
         if self.back.transport is not None:
             self.back.transport.close()
-
-    def eof_received(self):
-        return False
-
-    def pause_writing(self):
-        pass
-
-    def resume_writing(self):
-        pass
 
 
 def serve(port: int, backend_port: int) -> None:
