@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["scan_request", "scan_response", "scan_response_block", "fields"]
+__all__ = ["scan_request", "scan_response", "scan_response_block", "fields", "answer"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~]*[!-~])\r\n")
@@ -154,15 +154,19 @@ def scan_response_block(data: bytes):
     return (status, block, has_date, cl, keep, start)
 
 
-def fields(headers: list, drop: tuple, flag: str | None):
+def fields(headers: list, drop: tuple, flag: str | None, head: str | None = None,
+           tail: str | None = None):
     """``(block, flagged)``: ``name: value CRLF`` for each of ``headers`` (``(str, str)``
     pairs) whose name is not one of ``drop`` (lower-case names, any case matches), as
-    latin-1 bytes, and whether a header named ``flag`` was among them (kept). None when a
-    pair is not two latin-1 str without CR, LF or NUL, or there are more than 256: the
-    caller's general path decides then."""
+    latin-1 bytes, and whether a header named ``flag`` was among them (kept). ``head`` and
+    ``tail`` (latin-1 str), when given, are written before and after the lines, in the same
+    bytes. None when a pair is not two latin-1 str without CR, LF or NUL, or there are more
+    than 256: the caller's general path decides then."""
     if len(headers) > 256:
         return None
-    parts = []
+    if (head is not None and not _latin1(head)) or (tail is not None and not _latin1(tail)):
+        return None
+    parts = [head] if head else []
     flagged = False
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
@@ -178,7 +182,17 @@ def fields(headers: list, drop: tuple, flag: str | None):
         if lk == flag:
             flagged = True
         parts.append(f"{k}: {v}\r\n")
+    if tail:
+        parts.append(tail)
     return "".join(parts).encode("latin-1"), flagged
+
+
+def answer(parts: tuple, body: bytes, close: bool) -> bytes:
+    """A whole response in one bytes: ``parts`` (bytes: the status line and header lines),
+    then ``content-length``, ``connection: close`` when ``close``, the empty line, and
+    ``body``."""
+    return b"".join(parts) + b"content-length: %d\r\n%s\r\n" % (
+        len(body), b"connection: close\r\n" if close else b"") + body
 
 
 def _latin1(s: str) -> bool:

@@ -13,11 +13,12 @@ sentinel: no table admits byte 0, so every scanning loop stops at the end of the
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
                               PyUnicode_GET_LENGTH, PyUnicode_KIND)
+from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy
 
 DEF MAX_FIELDS = 256
 
-__all__ = ["scan_request", "scan_response", "scan_response_block", "fields"]
+__all__ = ["scan_request", "scan_response", "scan_response_block", "fields", "answer"]
 
 cdef unsigned char TCHAR[256]     # header-name characters (RFC 9110 token), lower-cased
 cdef unsigned char VCHAR[256]     # header-value / reason characters: SP and VCHAR (0x20-0x7E)
@@ -63,6 +64,24 @@ cdef inline str _method(const unsigned char* s, Py_ssize_t n):
         if memcmp(s, b"OPTIONS", 7) == 0:
             return _OPTIONS
     return None
+
+
+#: request header names common enough to hand out one str for each (no new str per request)
+cdef tuple _COMMON = ("accept", "accept-encoding", "accept-language", "authorization",
+                      "cache-control", "connection", "content-length", "content-type", "cookie",
+                      "if-modified-since", "if-none-match", "origin", "pragma", "referer",
+                      "user-agent", "x-api-key", "x-forwarded-for", "x-forwarded-proto",
+                      "x-request-id")
+
+
+cdef inline str _name(const unsigned char* lname, Py_ssize_t nl):
+    """The str for a lower-cased header name: a shared one when it is a common name."""
+    cdef str name
+    for name in _COMMON:
+        if PyUnicode_GET_LENGTH(name) == nl and \
+                memcmp(PyUnicode_1BYTE_DATA(name), lname, nl) == 0:
+            return name
+    return PyUnicode_DecodeLatin1(<const char*>lname, nl, NULL)
 
 
 cdef inline bint _ieq(const unsigned char* s, Py_ssize_t n, const char* lower):
@@ -175,8 +194,7 @@ def scan_request(bytes data, Py_ssize_t limit):
                 (nl == 16 and memcmp(lname, b"proxy-connection", 16) == 0):
             # (llhttp reads Proxy-Connection like Connection: not worth a second path)
             return None
-        headers.append((PyUnicode_DecodeLatin1(<const char*>lname, nl, NULL),
-                        PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
+        headers.append((_name(lname, nl), PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
     if i != n - 2:
         return None      # an empty line before the end: more than one message
     if q < 0:
@@ -333,13 +351,22 @@ cdef inline bint _clean(const unsigned char* s, Py_ssize_t n):
     return memchr(s, 0x0D, n) == NULL and memchr(s, 0x0A, n) == NULL and memchr(s, 0, n) == NULL
 
 
-def fields(list headers, tuple drop, str flag):
+def fields(list headers, tuple drop, str flag, str head=None, str tail=None):
     """``(block, flagged)``: ``name: value CRLF`` for each of ``headers`` (``(str, str)``
     pairs) whose name is not one of ``drop`` (lower-case names, any case matches), as
-    latin-1 bytes, and whether a header named ``flag`` was among them (kept). None when a
-    pair is not two latin-1 str without CR, LF or NUL, or there are more than 256: the
-    caller's general path decides then."""
-    cdef Py_ssize_t n = len(headers), total = 0, i, nk, nv, pos = 0
+    latin-1 bytes, and whether a header named ``flag`` was among them (kept). ``head`` and
+    ``tail`` (latin-1 str), when given, are written before and after the lines, in the same
+    bytes. None when a pair is not two latin-1 str without CR, LF or NUL, or there are more
+    than 256: the caller's general path decides then."""
+    cdef Py_ssize_t n = len(headers), total = 0, i, nk, nv, pos = 0, nh = 0, nt = 0
+    if head is not None:
+        if PyUnicode_KIND(head) != PyUnicode_1BYTE_KIND:
+            return None
+        nh = PyUnicode_GET_LENGTH(head)
+    if tail is not None:
+        if PyUnicode_KIND(tail) != PyUnicode_1BYTE_KIND:
+            return None
+        nt = PyUnicode_GET_LENGTH(tail)
     cdef unsigned char keep[MAX_FIELDS]
     cdef bint flagged = False
     cdef tuple kv
@@ -371,8 +398,11 @@ def fields(list headers, tuple drop, str flag):
                 _ieq(ks, nk, <const char*>PyUnicode_1BYTE_DATA(flag)):
             flagged = True
         total += nk + nv + 4
-    block = PyBytes_FromStringAndSize(NULL, total)
+    block = PyBytes_FromStringAndSize(NULL, total + nh + nt)
     out = PyBytes_AS_STRING(block)
+    if nh:
+        memcpy(out, PyUnicode_1BYTE_DATA(head), nh)
+        pos = nh
     for i in range(n):
         if not keep[i]:
             continue
@@ -391,4 +421,39 @@ def fields(list headers, tuple drop, str flag):
         out[pos] = 0x0D
         out[pos + 1] = 0x0A
         pos += 2
+    if nt:
+        memcpy(out + pos, PyUnicode_1BYTE_DATA(tail), nt)
     return (block, flagged)
+
+
+def answer(tuple parts, bytes body, bint close):
+    """A whole response in one bytes: ``parts`` (bytes: the status line and header lines),
+    then ``content-length``, ``connection: close`` when ``close``, the empty line, and
+    ``body``."""
+    cdef Py_ssize_t total = 0, pos = 0, nb = PyBytes_GET_SIZE(body), n
+    cdef object part
+    cdef char cl[24]
+    cdef int ncl = snprintf(cl, 24, b"%zd", nb)
+    cdef char* out
+    for part in parts:
+        total += PyBytes_GET_SIZE(<bytes?>part)
+    total += 16 + ncl + 2 + (19 if close else 0) + 2 + nb
+    res = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(res)
+    for part in parts:
+        n = PyBytes_GET_SIZE(<bytes>part)
+        memcpy(out + pos, PyBytes_AS_STRING(<bytes>part), n)
+        pos += n
+    memcpy(out + pos, b"content-length: ", 16)
+    pos += 16
+    memcpy(out + pos, cl, ncl)
+    pos += ncl
+    memcpy(out + pos, b"\r\n", 2)
+    pos += 2
+    if close:
+        memcpy(out + pos, b"connection: close\r\n", 19)
+        pos += 19
+    memcpy(out + pos, b"\r\n", 2)
+    pos += 2
+    memcpy(out + pos, PyBytes_AS_STRING(body), nb)
+    return res

@@ -30,7 +30,8 @@ cdef class Exchange:
     cdef public int reject
     cdef public bint scanned
 
-    cpdef response_lines(self, int status, bytes lines, bint has_date, bytes body)
+    @cython.locals(keep=bint, head=tuple)
+    cpdef response_lines(self, int status, tuple lines, bint has_date, bytes body)
     cpdef _feed(self, object data)
     cpdef _finish_body(self)
     cpdef _fail(self)

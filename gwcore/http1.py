@@ -57,6 +57,7 @@ _HttpParserUpgrade = httptools.HttpParserUpgrade
 _h1scan = gwcore.load("h1scan")
 _scan_request = _h1scan.scan_request
 _fields = _h1scan.fields
+_answer = _h1scan.answer
 
 
 def _status_lines() -> dict[int, bytes]:
@@ -270,22 +271,24 @@ class Exchange:
         if len(body) >= 65536:
             self.conn._write(body)
 
-    def response_lines(self, status: int, lines: bytes, has_date: bool, body: bytes) -> None:
-        """:meth:`response_bytes` for headers already written as lines (``name: value``
-        CRLF each, latin-1, no framing names; ``has_date``: a Date is among them): the same
-        bytes on the wire. For answers with a body (not HEAD, 1xx, 204, 304)."""
+    def response_lines(self, status: int, lines: tuple, has_date: bool, body: bytes) -> None:
+        """:meth:`response_bytes` for headers already written as lines: ``lines`` is bytes
+        pieces that together are ``name: value`` CRLF lines (latin-1, no framing names;
+        ``has_date``: a Date is among them). The same bytes on the wire. For answers with a
+        body (not HEAD, 1xx, 204, 304)."""
         if self.started:
             return
         if self._bodyless(status):
             raise ValueError("response_lines() is for answers with a body")
         self.started = True
         keep = self.conn._keep(self)
-        head = b"".join((status_line(status), b"" if has_date else CLOCK.date, lines,
-                         b"content-length: %d\r\n" % len(body),
-                         b"\r\n" if keep else b"connection: close\r\n\r\n"))
-        self.conn._write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.conn._write(body)
+        head = (status_line(status), b"" if has_date else CLOCK.date) + lines
+        if len(body) < 65536:
+            self.conn._write(_answer(head, body, not keep))
+            return
+        self.conn._write(b"".join(head + (b"content-length: %d\r\n" % len(body),
+                                          b"\r\n" if keep else b"connection: close\r\n\r\n")))
+        self.conn._write(body)
 
     def response_stream(self, status: int, headers: list) -> "Exchange":
         if self.started:

@@ -147,15 +147,12 @@ def _request_head(ex, target: str, host: str, peer: str, fwd_port: str):
                 drop = _REQUEST_DROP_CLOSE
             elif v != "keep-alive":
                 return None
-    r = _fields(headers, drop, None)
-    if r is None:
-        return None
     method = ex.method
-    return b"".join((
-        f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), r[0],
-        f"host: {host}\r\nx-forwarded-for: {xff + ', ' + peer if xff else peer}\r\n"
-        f"x-forwarded-proto: http\r\nx-forwarded-port: {fwd_port}\r\n"
-        f"{_body_framing(method)}\r\n".encode("latin-1")))
+    r = _fields(headers, drop, None, f"{method} {target} HTTP/1.1\r\n",
+                f"host: {host}\r\nx-forwarded-for: {xff + ', ' + peer if xff else peer}\r\n"
+                f"x-forwarded-proto: http\r\nx-forwarded-port: {fwd_port}\r\n"
+                f"{_body_framing(method)}\r\n")
+    return None if r is None else r[0]
 
 
 class Pending:
@@ -181,9 +178,8 @@ def _answered(p: Pending, resp, exc, retry) -> None:
             if resp.block is not None:
                 # taken whole by the scanner (block mode): forwarded headers come as lines
                 status = resp.status
-                ex.response_lines(status, b"".join((resp.block, plan.rid_line,
-                                                    p.rid.encode("ascii"), b"\r\n")),
-                                  resp.block_date, resp.body_now())
+                ex.response_lines(status, (resp.block, plan.rid_line, p.rid.encode("ascii"),
+                                           b"\r\n"), resp.block_date, resp.body_now())
                 _done(p, status)
                 return
             status = resp.status

@@ -123,3 +123,30 @@ def test_scan_response_block_is_scan_response_written(name, mod):
         lines, has_date = mod.fields(forward, (), "date")
         assert b == (status, lines, has_date, cl, keep, start), data
     assert taken > 500
+
+
+def test_fields_head_and_tail_twins_agree():
+    rng = random.Random(23)
+    (_, c), (_, p) = SCAN
+    for _ in range(3000):
+        h = random_headers(rng)
+        head = rng.choice([None, "", "GET / HTTP/1.1\r\n", "caf\xe9 ", "\u20ac"])
+        tail = rng.choice([None, "", "host: x\r\n\r\n", "\u20ac"])
+        got = c.fields(h, ("host",), None, head, tail)
+        assert got == p.fields(h, ("host",), None, head, tail), (h, head, tail)
+        plain = c.fields(h, ("host",), None)
+        if got is not None:        # head and tail around the same lines
+            assert got == ((head or "").encode("latin-1") + plain[0]
+                           + (tail or "").encode("latin-1"), plain[1])
+        elif plain is not None:    # declined only for a head or tail that is not latin-1
+            assert "\u20ac" in (head or "") + (tail or "")
+
+
+@pytest.mark.parametrize("name,mod", SCAN)
+def test_answer_writes_framing_and_body(name, mod):
+    for parts in [(), (b"HTTP/1.1 200 OK\r\n",), (b"HTTP/1.1 404 Not Found\r\n", b"a: b\r\n", b"")]:
+        for body in (b"", b"x", b"y" * 70000):
+            for close in (False, True):
+                want = b"".join(parts) + b"content-length: %d\r\n" % len(body) \
+                    + (b"connection: close\r\n" if close else b"") + b"\r\n" + body
+                assert mod.answer(parts, body, close) == want
