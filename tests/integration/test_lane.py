@@ -106,6 +106,8 @@ class Upstream:
             return False
         if what == "drop":                       # reads the request, closes without a byte
             return False
+        if what == "slow":                       # the usual answer, 0.2 s late
+            await asyncio.sleep(0.2)
         if what == "chunked":
             w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Up: 1\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n")
@@ -671,6 +673,28 @@ def test_access_log_lines_are_the_same_shape(tmp_path):
             assert m, text
             assert m.groups() == (path, str(status), rid), text
     run(tmp_path, t, access_log=True)
+
+
+def test_client_gone_while_the_lane_waits(tmp_path):
+    """A client that closes while its forwarded request waits for the upstream: the late
+    answer is dropped, the upstream connection goes back to the pool and serves the next
+    request, and nothing is raised."""
+    async def t(up: Upstream, gw: Gateway):
+        await warm(gw)
+        assert (await call(gw, request("/b/p/slow/1"))).status == 200    # makes the lane
+        calls, conns, mark = len(gw.serve_now_calls), up.connections, up.mark()
+        r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        w.write(request("/b/p/slow/1"))
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.close()                                   # gone before the answer
+        await asyncio.sleep(0.4)                    # the answer arrives meanwhile
+        a = await call(gw, request("/b/p/slow/1"))
+        assert a.status == 200
+        assert len(gw.serve_now_calls) == calls     # both by the lane
+        assert len(up.since(mark, "/slow/1")) == 2
+        assert up.connections == conns              # the same upstream connection again
+    run(tmp_path, t)
 
 
 def test_a_failing_log_does_not_reach_the_upstream_connection(tmp_path, caplog):
