@@ -72,6 +72,12 @@ def _split_peer_uncached(client: str) -> str:
     return client
 
 
+def _clean_target(text: str) -> bool:
+    """No whitespace or control characters (what may go into a request line or a header
+    value as it is)."""
+    return bool(text) and text.isprintable() and " " not in text
+
+
 class TrustedProxies:
     """Resolve the client address from X-Forwarded-For, believing only configured hops."""
 
@@ -211,10 +217,16 @@ class GatewayApp:
                 spec.pool_of, route.lane_checks, spec.timeout, spec.host_header, spec.pass_host,
                 spec.fwd_port, spec.fixed_query, self.rid_header, spec.start, spec.on_upstream,
                 self._lane_request, self.serve, self._lane_log if self.access_log else None)
+        target = route.lane.target(params)
+        spec = route.lane
+        if not _clean_target(target + spec.fixed_query) or not _clean_target(spec.host_header):
+            # h1client's encode_head refuses these on the app's path: a lane writes its heads
+            # without it, so such a route keeps the app's path (and its answer)
+            return
         lanes = self.lanes
         if len(lanes) >= LANES_MAX:
             lanes.clear()
-        lanes[(ex.host, ex.method, ex.path)] = _Lane(plan, route.lane.target(params))
+        lanes[(ex.host, ex.method, ex.path)] = _Lane(plan, target)
 
     def _lane_request(self, ex, peer: str, rid: str, start_ns: int) -> Request:
         """The routed Request for a request a lane hands back to the app's path."""

@@ -697,6 +697,16 @@ def test_client_gone_while_the_lane_waits(tmp_path):
     run(tmp_path, t)
 
 
+def test_targets_a_lane_may_write():
+    """The config refuses URIs with whitespace; the lane checks again what it writes without
+    h1client's encode_head (which refuses such a request line on the app's path)."""
+    from proxy.app import _clean_target
+    assert _clean_target("/pets/1") and _clean_target("/pets/1fixed=1&a=%20") \
+        and _clean_target("127.0.0.1:8080")
+    for bad in ("", "/a b", "/a\tb", "/a\r\nX: y", "/a\x00", "host\n"):
+        assert not _clean_target(bad), bad
+
+
 def test_a_failing_log_does_not_reach_the_upstream_connection(tmp_path, caplog):
     """The lane's upstream callback runs inside the upstream connection's data_received:
     an exception there (here: the access log) is logged, the answer already written stays,
