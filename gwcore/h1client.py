@@ -336,8 +336,7 @@ class Connection:
         self._response_started = False
         self._keep = True
         self._until_close = False
-        self._after_feed = 0
-        self._block = False  # 1: release/close after feed_data; 2: also replace the parser
+        self._after_feed = 0  # 1: release/close after feed_data; 2: also replace the parser
         self._conn_close_tok = False
         self._conn_keep_tok = False
         self._stream_task: asyncio.Task[Any] | None = None
@@ -755,6 +754,7 @@ class Connection:
         self._response_started = False
         self._until_close = False
         self._after_feed = 0
+        self._block = False   # (start() sets it for its own request)
         self.body_pulled = False
         self.requests += 1
         return resp

@@ -707,6 +707,27 @@ def test_targets_a_lane_may_write():
         assert not _clean_target(bad), bad
 
 
+def test_an_upstream_connection_a_lane_used_serves_the_awaited_path(tmp_path):
+    """A lane asks the upstream client for the scanner's block form of the answer; the same
+    keep-alive connection, next used by the app's awaited path (a request with a body),
+    must give that request's answer with its headers as lists again."""
+    async def t(up: Upstream, gw: Gateway):
+        await warm(gw)
+        assert (await call(gw, request("/b/p/x/1"))).status == 200        # makes the lane
+        calls = len(gw.serve_now_calls)
+        assert (await call(gw, request("/b/p/x/1"))).status == 200        # by the lane
+        assert len(gw.serve_now_calls) == calls
+        conns = up.connections
+        post = request("/b/p/x/2", "POST", "Content-Length: 5\r\n") + b"hello"
+        a = await call(gw, post)                                          # the awaited path
+        assert len(gw.serve_now_calls) == calls + 1
+        assert a.status == 200
+        assert ("x-up", "1") in a.headers and ("server", "up") in a.headers, a.headers
+        assert orjson.loads(a.body) == {"method": "POST", "target": "/x/2"}
+        assert up.connections == conns                                    # the same one
+    run(tmp_path, t)
+
+
 def test_a_failing_log_does_not_reach_the_upstream_connection(tmp_path, caplog):
     """The lane's upstream callback runs inside the upstream connection's data_received:
     an exception there (here: the access log) is logged, the answer already written stays,
