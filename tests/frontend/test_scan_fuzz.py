@@ -27,6 +27,8 @@ import random
 import pytest
 
 import gwcore
+from tests import h1wire
+from tests.h1wire import Transport, request_view
 
 HTTP1 = gwcore.twins("http1")
 H1SCAN = gwcore.twins("h1scan")
@@ -75,43 +77,6 @@ class FedParser:
         return getattr(self._inner, name)
 
 
-class Transport:
-    """What the front end writes and does to the client's transport, in order."""
-
-    def __init__(self):
-        self.events: list = []
-        self.closed = False
-
-    def write(self, data):
-        self.events.append(("write", bytes(data)))
-
-    def close(self):
-        self.events.append(("close",))
-        self.closed = True
-
-    def abort(self):
-        self.events.append(("abort",))
-        self.closed = True
-
-    def is_closing(self):
-        return self.closed
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self):
-        self.events.append(("pause",))
-
-    def resume_reading(self):
-        self.events.append(("resume",))
-
-    def can_write_eof(self):
-        return True
-
-    def write_eof(self):
-        self.events.append(("eof",))
-
-
 class App:
     """Records each request and answers it at once (without reading any body)."""
 
@@ -119,13 +84,7 @@ class App:
         self.seen: list = []
 
     def serve_now(self, ex, peer):
-        self.seen.append({
-            "method": ex.method, "path": ex.path, "query": ex.query, "headers": list(ex.headers),
-            "host": ex.host, "http_version": ex.http_version, "keep_alive": ex.keep_alive,
-            "head": ex.head, "body_complete": ex.body_complete,
-            "expect_continue": ex.expect_continue, "buffered_body": b"".join(ex._chunks),
-            "peer": peer,
-        })
+        self.seen.append(request_view(ex, peer))
         ex.response_bytes(200, [("content-type", "text/plain"),
                                 ("x-seen", f"{ex.method} {ex.path}?{ex.query}")], b"ok")
         return None
@@ -250,60 +209,8 @@ SEEDS = [
 #: heads around SMALL (512): the scanner's limit against llhttp's path's 431
 NEAR = [near_limit(n, ows) for n in range(SMALL - 30, SMALL + 30, 3) for ows in (False, True)]
 
-INTERESTING = b"\r\n\t \x00\x7f\x80\xff:;,?#/\"0"
-
-#: whole header lines that hit the scanner's and llhttp's special cases
-HEADER_LINES = [
-    b"Host: b.example", b"Content-Length: 0", b"Content-Length: 1", b"Content-Length: 2",
-    b"content-length: 00", b"Transfer-Encoding: chunked", b"Connection: close",
-    b"Connection: keep-alive", b"Connection: upgrade", b"connection: Close",
-    b"Proxy-Connection: close", b"Proxy-Connection: keep-alive", b"Upgrade: websocket",
-    b"Expect: 100-continue", b"Keep-Alive: timeout=5", b"TE: trailers", b"X-A: b",
-    b"X-A:", b"X-A: b ", b" X-A: b", b"X-A : b", b"X-A: b\tc", b"X-Pad: " + b"p" * 300,
-]
-
-
-def _byte(rng: random.Random) -> int:
-    r = rng.random()
-    if r < 0.45:
-        return rng.choice(INTERESTING)
-    if r < 0.8:
-        return rng.randrange(0x21, 0x7F)
-    return rng.randrange(256)
-
-
-def _mutate(rng: random.Random, data: bytes, seeds: list) -> bytes:
-    n = len(data)
-    op = rng.randrange(10)
-    if op in (0, 1) and n:                  # replace a byte
-        i = rng.randrange(n)
-        return data[:i] + bytes([_byte(rng)]) + data[i + 1:]
-    if op == 2:                             # insert a byte
-        i = rng.randrange(n + 1)
-        return data[:i] + bytes([_byte(rng)]) + data[i:]
-    if op == 3 and n:                       # delete a byte
-        i = rng.randrange(n)
-        return data[:i] + data[i + 1:]
-    head, sep, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    if op == 4 and sep:                     # duplicate a line
-        i = rng.randrange(len(lines))
-        lines.insert(i, lines[i])
-        return b"\r\n".join(lines) + sep + body
-    if op == 5 and sep and len(lines) > 1:  # swap the case of a header name
-        i = rng.randrange(1, len(lines))
-        name, colon, value = lines[i].partition(b":")
-        lines[i] = name.swapcase() + colon + value
-        return b"\r\n".join(lines) + sep + body
-    if op == 6 and sep:                     # add a special header line
-        lines.insert(rng.randrange(1, len(lines) + 1), rng.choice(HEADER_LINES))
-        return b"\r\n".join(lines) + sep + body
-    if op == 7 and sep and len(lines) > 1:  # drop a header line
-        del lines[rng.randrange(1, len(lines))]
-        return b"\r\n".join(lines) + sep + body
-    if op == 8:                             # truncate
-        return data[:rng.randrange(n + 1)]
-    return data + rng.choice(seeds)         # append another message
+#: the shared special header lines, and one that pushes a head past SMALL
+HEADER_LINES = h1wire.HEADER_LINES + [b"X-Pad: " + b"p" * 300]
 
 
 def _message(rng: random.Random, pool: list) -> bytes:
@@ -311,7 +218,7 @@ def _message(rng: random.Random, pool: list) -> bytes:
     if rng.random() < 0.35:
         return data                         # left whole: mostly taken by the scanner
     for _ in range(rng.randrange(1, 4)):
-        data = _mutate(rng, data, SEEDS)
+        data = h1wire.mutate(rng, data, SEEDS, HEADER_LINES)
     return data
 
 

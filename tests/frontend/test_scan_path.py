@@ -29,6 +29,7 @@ import httptools
 import pytest
 
 import gwcore
+from tests.h1wire import Transport, request_view
 
 HTTP1 = gwcore.twins("http1")
 H1SCAN = gwcore.twins("h1scan")
@@ -86,56 +87,6 @@ def split_at(raw: bytes, way: str) -> int | None:
 # =============================================================================================
 # 1. the front end (gwcore.http1)
 # =============================================================================================
-
-class Transport:
-    """What the front end writes and does to the client's transport, in order."""
-
-    def __init__(self):
-        self.events: list = []
-        self.closed = False
-
-    def write(self, data):
-        self.events.append(("write", bytes(data)))
-
-    def written(self) -> bytes:
-        return b"".join(e[1] for e in self.events if e[0] == "write")
-
-    def close(self):
-        self.events.append(("close",))
-        self.closed = True
-
-    def abort(self):
-        self.events.append(("abort",))
-        self.closed = True
-
-    def is_closing(self):
-        return self.closed
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self):
-        self.events.append(("pause",))
-
-    def resume_reading(self):
-        self.events.append(("resume",))
-
-    def can_write_eof(self):
-        return True
-
-    def write_eof(self):
-        self.events.append(("eof",))
-
-
-def request_view(ex, peer) -> dict:
-    """Everything the app can see of a request when serve_now is called."""
-    return {
-        "method": ex.method, "path": ex.path, "query": ex.query, "headers": list(ex.headers),
-        "host": ex.host, "http_version": ex.http_version, "keep_alive": ex.keep_alive,
-        "head": ex.head, "body_complete": ex.body_complete, "expect_continue": ex.expect_continue,
-        "buffered_body": b"".join(ex._chunks), "peer": peer,
-    }
-
 
 class App:
     """Records each request and answers it at once (serve_now returns None)."""

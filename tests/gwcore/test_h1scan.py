@@ -19,6 +19,7 @@ import httptools
 import pytest
 
 import gwcore
+from tests.h1wire import mutate
 
 TWINS = gwcore.twins("h1scan")
 IMPLS = {name: mod for name, mod in TWINS}
@@ -634,62 +635,6 @@ def test_edge_twins_agree():
 
 # ---------------------------------------------------------------- seeded mutation fuzz
 
-INTERESTING = b"\r\n\t \x00\x7f\x80\xff:;,?#/\"0"
-
-#: whole header lines that hit the scanners' and llhttp's special cases
-HEADER_LINES = [
-    b"Host: b.example", b"Content-Length: 0", b"Content-Length: 1", b"Content-Length: 2",
-    b"content-length: 00", b"Transfer-Encoding: chunked", b"Connection: close",
-    b"Connection: keep-alive", b"Connection: upgrade", b"connection: Close",
-    b"Proxy-Connection: close", b"Proxy-Connection: keep-alive", b"Upgrade: websocket",
-    b"Expect: 100-continue", b"Keep-Alive: timeout=5", b"TE: trailers", b"X-A: b",
-    b"X-A:", b"X-A: b ", b" X-A: b", b"X-A : b", b"X-A: b\tc",
-]
-
-
-def _byte(rng: random.Random) -> int:
-    r = rng.random()
-    if r < 0.45:
-        return rng.choice(INTERESTING)
-    if r < 0.8:
-        return rng.randrange(0x21, 0x7F)     # mostly harmless: keeps many mutants acceptable
-    return rng.randrange(256)
-
-
-def _mutate(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
-    n = len(data)
-    op = rng.randrange(10)
-    if op in (0, 1) and n:                  # replace a byte
-        i = rng.randrange(n)
-        return data[:i] + bytes([_byte(rng)]) + data[i + 1:]
-    if op == 2:                             # insert a byte
-        i = rng.randrange(n + 1)
-        return data[:i] + bytes([_byte(rng)]) + data[i:]
-    if op == 3 and n:                       # delete a byte
-        i = rng.randrange(n)
-        return data[:i] + data[i + 1:]
-    head, sep, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    if op == 4 and sep:                     # duplicate a line
-        i = rng.randrange(len(lines))
-        lines.insert(i, lines[i])
-        return b"\r\n".join(lines) + sep + body
-    if op == 5 and sep and len(lines) > 1:  # swap the case of a header name
-        i = rng.randrange(1, len(lines))
-        name, colon, value = lines[i].partition(b":")
-        lines[i] = name.swapcase() + colon + value
-        return b"\r\n".join(lines) + sep + body
-    if op == 6 and sep:                     # add a special header line
-        lines.insert(rng.randrange(1, len(lines) + 1), rng.choice(HEADER_LINES))
-        return b"\r\n".join(lines) + sep + body
-    if op == 7 and sep and len(lines) > 1:  # drop a header line
-        del lines[rng.randrange(1, len(lines))]
-        return b"\r\n".join(lines) + sep + body
-    if op == 8:                             # truncate
-        return data[:rng.randrange(n + 1)]
-    return data + rng.choice(seeds)         # append another message
-
-
 def _fuzz(seeds: list[bytes], scan_all, check, rounds: int, seed: int):
     rng = random.Random(seed)
     accepted = rejected = 0
@@ -698,7 +643,7 @@ def _fuzz(seeds: list[bytes], scan_all, check, rounds: int, seed: int):
     for _ in range(rounds):
         data = rng.choice(seeds)
         for _ in range(rng.randrange(1, 4)):
-            data = _mutate(rng, data, seeds)
+            data = mutate(rng, data, seeds)
         if data in seen:
             continue
         seen.add(data)
