@@ -170,3 +170,35 @@ def assert_suite_passes_pure(test_file: str, timeout: float = 300) -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout
 
+
+
+class InProcessGateway:
+    """The real app on the config at ``config_path``, behind the native front end
+    (gwcore.http1, the twin gwcore.load picks) on a loopback socket, in the test's own
+    process and event loop: ``await start()``, then ``port``; ``await close()``."""
+
+    def __init__(self, config_path):
+        from proxy.app import GatewayApp
+        from proxy.gateway import load_gateway
+        self.app = GatewayApp(load_gateway(str(config_path)))
+        self.app.raw_paths = True
+        self.srv = None
+        self.port = 0
+
+    async def start(self) -> None:
+        import asyncio
+
+        import gwcore
+        await self.app.gw.start()
+        self.srv = gwcore.load("http1").FrontendServer(self.app, asyncio.get_running_loop())
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        await self.srv.start(sock)
+        self.port = sock.getsockname()[1]
+
+    async def close(self) -> None:
+        self.srv.server.close()
+        for c in list(self.srv.connections):
+            c.transport.abort()
+        await self.app.gw.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -20,11 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-import gwcore
-from proxy.app import GatewayApp
-from proxy.gateway import load_gateway
+from tests.helpers import InProcessGateway
 
-http1 = gwcore.load("http1")
 FIXTURES = str(Path(__file__).resolve().parent.parent / "functions" / "fixtures")
 T = 5.0
 
@@ -126,33 +122,14 @@ usage_plans:
 """
 
 
-class Gateway:
+class Gateway(InProcessGateway):
     def __init__(self, up_port: int, up_port2: int = 9, access_log: bool = False):
         self.dir = tempfile.mkdtemp(prefix="gwfast-")
         path = Path(self.dir, "gateway.yaml")
         path.write_text(CONFIG.format(port=up_port, port2=up_port2, fixtures=FIXTURES,
                                       access_log="true" if access_log else "false",
                                       key_sha=hashlib.sha256(b"secret-key-1").hexdigest()))
-        self.app = GatewayApp(load_gateway(str(path)))
-        self.app.raw_paths = True
-        self.srv = None
-        self.port = 0
-
-    async def start(self):
-        loop = asyncio.get_running_loop()
-        await self.app.gw.start()
-        self.srv = http1.FrontendServer(self.app, loop)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        await self.srv.start(sock)
-        self.port = sock.getsockname()[1]
-
-    async def close(self):
-        self.srv.server.close()
-        for c in list(self.srv.connections):
-            c.transport.abort()
-        await self.app.gw.close()
+        super().__init__(path)
 
     def route(self, method: str, path: str):
         stage = self.app.gw.apis[0].stages["prod"]

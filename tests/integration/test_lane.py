@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +27,7 @@ import pytest
 
 import gwcore
 import proxy.app
-from proxy.app import GatewayApp
-from proxy.gateway import load_gateway
+from tests.helpers import InProcessGateway
 
 http1 = gwcore.load("http1")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -201,7 +199,7 @@ usage_plans:
 """
 
 
-class Gateway:
+class Gateway(InProcessGateway):
     """The real app on a real config, behind the native front end on a loopback socket."""
 
     def __init__(self, tmp: Path, up_port: int, access_log: bool = False):
@@ -209,11 +207,8 @@ class Gateway:
         path = tmp / "gateway.yaml"
         path.write_text(CONFIG.format(port=up_port, access_log="true" if access_log else "false",
                                       key_sha=hashlib.sha256(b"secret-key-1").hexdigest()))
-        self.app = GatewayApp(load_gateway(str(path)))
-        self.app.raw_paths = True
+        super().__init__(path)
         self.up_port = up_port
-        self.srv = None
-        self.port = 0
         self.serve_now_calls: list[tuple[str, str]] = []
         orig = self.app.serve_now
 
@@ -221,21 +216,6 @@ class Gateway:
             self.serve_now_calls.append((ex.method, ex.path))
             return orig(ex, peer)
         self.app.serve_now = serve_now
-
-    async def start(self):
-        await self.app.gw.start()
-        self.srv = http1.FrontendServer(self.app, asyncio.get_running_loop())
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        await self.srv.start(sock)
-        self.port = sock.getsockname()[1]
-
-    async def close(self):
-        self.srv.server.close()
-        for c in list(self.srv.connections):
-            c.transport.abort()
-        await self.app.gw.close()
 
     @property
     def pool(self):
