@@ -175,17 +175,16 @@ def _answered(p: Pending, resp, exc, retry) -> None:
     ex = p.ex
     try:
         if resp is not None:
+            status = resp.status
             if resp.block is not None:
                 # taken whole by the scanner (block mode): forwarded headers come as lines
-                status = resp.status
                 ex.response_lines(status, (resp.block, plan.rid_line, p.rid.encode("ascii"),
                                            b"\r\n"), resp.block_date, resp.body_now())
                 _done(p, status)
                 return
-            status = resp.status
             cl = resp.content_length
-            if status != 204 and status != 304 and resp.has_body() and cl is not None \
-                    and cl <= SMALL_RESPONSE:
+            # (has_body() is False for HEAD, 204 and 304 answers)
+            if resp.has_body() and cl is not None and cl <= SMALL_RESPONSE:
                 body = resp.body_now()
                 if body is not None:
                     headers = resp.forward_headers()

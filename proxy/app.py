@@ -72,6 +72,11 @@ def _split_peer_uncached(client: str) -> str:
     return client
 
 
+def _wall_at(start_ns: int) -> float:
+    """The wall-clock time at ``start_ns`` (a perf_counter_ns reading taken earlier)."""
+    return _time() - (_perf_ns() - start_ns) / 1e9
+
+
 def _clean_target(text: str) -> bool:
     """No whitespace or control characters (what may go into a request line or a header
     value as it is)."""
@@ -209,28 +214,31 @@ class GatewayApp:
     # -- forwarding lanes (gwcore.lane) --------------------------------------------------
     def _add_lane(self, ex, route, params: dict) -> None:
         """Remember that ``ex``'s Host, method and path go to ``route`` (a planned one): the
-        front end forwards the next such requests through the lane."""
-        plan = route.plan
-        if plan is None:
-            spec = route.lane
-            plan = route.plan = _Plan(
-                spec.pool_of, route.lane_checks, spec.timeout, spec.host_header, spec.pass_host,
-                spec.fwd_port, spec.fixed_query, self.rid_header, spec.start, spec.on_upstream,
-                self._lane_request, self.serve, self._lane_log if self.access_log else None)
-        target = route.lane.target(params)
+        front end forwards the next such requests through the lane. (A request that comes
+        here although its lane exists was handed back by it: nothing to add then.)"""
+        key = (ex.host, ex.method, ex.path)
+        lanes = self.lanes
+        if key in lanes:
+            return
         spec = route.lane
+        target = spec.target(params)
         if not _clean_target(target + spec.fixed_query) or not _clean_target(spec.host_header):
             # h1client's encode_head refuses these on the app's path: a lane writes its heads
             # without it, so such a route keeps the app's path (and its answer)
             return
-        lanes = self.lanes
+        plan = route.plan
+        if plan is None:
+            plan = route.plan = _Plan(
+                spec.pool_of, route.lane_checks, spec.timeout, spec.host_header, spec.pass_host,
+                spec.fwd_port, spec.fixed_query, self.rid_header, spec.start, spec.on_upstream,
+                self._lane_request, self.serve, self._lane_log if self.access_log else None)
         if len(lanes) >= LANES_MAX:
             lanes.clear()
-        lanes[(ex.host, ex.method, ex.path)] = _Lane(plan, target)
+        lanes[key] = _Lane(plan, target)
 
     def _lane_request(self, ex, peer: str, rid: str, start_ns: int) -> Request:
         """The routed Request for a request a lane hands back to the app's path."""
-        req = self._request(ex, peer, rid, start_ns, _time() - (_perf_ns() - start_ns) / 1e9)
+        req = self._request(ex, peer, rid, start_ns, _wall_at(start_ns))
         r = self._route(req)
         if type(r) is Response:     # pragma: no cover - the lane's triple routed here before
             raise RuntimeError("a forwarding lane's request no longer routes")
@@ -250,8 +258,7 @@ class GatewayApp:
                        ex.http_version, rid, start_ns, start_time, self.max_body)
 
     def _lane_log(self, ex, peer: str, status: int, rid: str, start_ns: int) -> None:
-        self._log(self._request(ex, peer, rid, start_ns, _time() - (_perf_ns() - start_ns) / 1e9),
-                  status)
+        self._log(self._request(ex, peer, rid, start_ns, _wall_at(start_ns)), status)
 
     def _reply(self, req: Request, r) -> None:
         """A callback's answer for a request ``serve_now`` left pending: a Response, or an
