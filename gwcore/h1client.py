@@ -1137,8 +1137,7 @@ class UpstreamPool:
         (see :meth:`Connection.start`); False, having sent nothing, when no idle connection
         is at hand (or the pool has not served a request yet): use :meth:`request` then.
         ``timeout`` bounds the wait for the response head and each wait for body bytes."""
-        loop = self._loop
-        if loop is None or self._closed or not self._idle:
+        if not self.ready():
             return False
         # encoded before an idle connection is taken: a request it refuses (ValueError)
         # must not hold one
@@ -1151,9 +1150,9 @@ class UpstreamPool:
         with :func:`body_framing`). With ``block``, a response the scanner takes whole
         (gwcore.h1scan.scan_response_block) comes with its forwarded headers written as
         lines in ``resp.block`` instead of as lists."""
-        loop = self._loop
-        if loop is None or self._closed or not self._idle:
+        if not self.ready():
             return False
+        loop = self._loop
         conn = self._take_idle(loop)
         if conn is None:
             return False
