@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["scan_request", "scan_response", "scan_response_block", "fields", "answer"]
+__all__ = ["scan_request", "scan_lane", "lane_key", "lane_head", "scan_response",
+           "scan_response_block", "fields", "answer"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~]*[!-~])\r\n")
@@ -47,6 +48,11 @@ _HOP = frozenset(("te", "trailer", "upgrade", "keep-alive", "proxy-connection",
                   "proxy-authenticate", "proxy-authorization"))
 _REFUSED = frozenset(("transfer-encoding", "upgrade", "expect", "proxy-connection"))
 _CONN = {"keep-alive": True, "close": False}
+#: what gwcore.h1client.REQUEST_DROP names (h1client imports this module, so it is written
+#: again here; tests/gwcore/test_h1scan.py checks that the two agree)
+_REQUEST_DROP = _HOP | frozenset((
+    "connection", "transfer-encoding", "host", "content-length", "x-forwarded-for",
+    "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host", "forwarded"))
 
 
 def _fields(data: bytes, i: int):
@@ -102,6 +108,53 @@ def scan_request(data: bytes, limit: int):
     target = m.group(2).decode("latin-1")
     path, _, query = target.partition("?")
     return (m.group(1).decode("latin-1"), path, query, headers, host or "", keep)
+
+
+def scan_lane(data: bytes, limit: int, lanes: dict):
+    """:func:`scan_request` for a front end that keeps forwarding lanes: ``lanes`` maps
+    :func:`lane_key` bytes to lanes. None when the head is not taken; ``(lane,
+    keep_alive)`` when ``lanes`` has one for its method, path and Host (nothing else is
+    made of the head then); else scan_request's 6-tuple."""
+    r = scan_request(data, limit)
+    if r is None:
+        return None
+    lane = lanes.get(lane_key(r[0], r[1], r[4]))
+    if lane is not None:
+        return (lane, r[5])
+    return r
+
+
+def lane_key(method: str, path: str, host: str) -> bytes:
+    """The key :func:`scan_lane` looks lanes up by: ``method SP path SP host`` (latin-1)."""
+    return f"{method} {path} {host}".encode("latin-1")
+
+
+def lane_head(data: bytes, path: str, fixed_query: str, host: str, peer: str, fwd_port: str,
+              framing: str):
+    """The upstream request head for the request head ``data`` (one scan_request takes),
+    forwarded to ``path`` (the query appended after ``fixed_query``): the client's headers
+    minus those gwcore.h1client.outgoing_headers drops, names lower-cased, then Host,
+    X-Forwarded-For (the client's chain, then ``peer``), -Proto and -Port, and
+    ``framing``; the bytes h1client.encode_head writes for outgoing_headers' list. None
+    when it is not taken here (a str not latin-1, more than 256 header lines): the lists
+    path decides then."""
+    r = scan_request(data, 1 << 62)
+    if r is None or len(r[3]) > 256:
+        return None
+    if not all(_latin1(x) for x in (path, fixed_query, host, peer, fwd_port, framing)):
+        return None
+    method, _, query, headers, _, keep = r
+    q = fixed_query + "&" + query if fixed_query and query else fixed_query or query
+    lines = [f"{method} {path}{'?' + q if q else ''} HTTP/1.1\r\n"]
+    xff = [v for k, v in headers if k == "x-forwarded-for"]
+    for k, v in headers:
+        if k in _REQUEST_DROP or (k == "close" and not keep):
+            continue
+        lines.append(f"{k}: {v}\r\n")
+    chain = ", ".join(xff + [peer])
+    lines.append(f"host: {host}\r\nx-forwarded-for: {chain}\r\nx-forwarded-proto: http\r\n"
+                 f"x-forwarded-port: {fwd_port}\r\n{framing}\r\n")
+    return "".join(lines).encode("latin-1")
 
 
 def scan_response(data: bytes):

@@ -16,9 +16,13 @@ from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnic
 from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 DEF MAX_FIELDS = 256
 
-__all__ = ["scan_request", "scan_response", "scan_response_block", "fields", "answer"]
+__all__ = ["scan_request", "scan_lane", "lane_key", "lane_head", "scan_response",
+           "scan_response_block", "fields", "answer"]
 
 cdef unsigned char TCHAR[256]     # header-name characters (RFC 9110 token), lower-cased
 cdef unsigned char VCHAR[256]     # header-value / reason characters: SP and VCHAR (0x20-0x7E)
@@ -128,82 +132,302 @@ cdef inline Py_ssize_t _field(const unsigned char* s, Py_ssize_t i, Py_ssize_t* 
     return i + 2
 
 
-def scan_request(bytes data, Py_ssize_t limit):
-    """``(method, path, query, headers, host, keep_alive)`` when ``data`` is exactly one
-    whole HTTP/1.1 request head of the taken kind with no body; else None."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+cdef struct _Req:
+    int method              # index into _METHODS
+    Py_ssize_t ps, q, pe    # path start, its first '?' (-1: none), target end
+    Py_ssize_t hs, hl       # the first Host value's span (hs -1: none)
+    Py_ssize_t fields       # where the header lines start
+    Py_ssize_t nf           # how many there are
+    bint keep               # keep-alive (no Connection: close)
+
+
+cdef tuple _METHODS = (_GET, _HEAD, _POST, _PUT, _DELETE, _OPTIONS, _PATCH)
+
+
+cdef inline int _method_index(const unsigned char* s, Py_ssize_t n):
+    """The index in _METHODS of the method ``s[:n]``; -1 for one not taken."""
+    cdef str m = _method(s, n)
+    if m is None:
+        return -1
+    if m is _GET:
+        return 0
+    if m is _HEAD:
+        return 1
+    if m is _POST:
+        return 2
+    if m is _PUT:
+        return 3
+    if m is _DELETE:
+        return 4
+    if m is _OPTIONS:
+        return 5
+    return 6
+
+
+cdef bint _scan_req(const unsigned char* s, Py_ssize_t n, Py_ssize_t limit, _Req* r):
+    """The one pass every request scan makes: whether ``s[:n]`` is a head taken here (the
+    rules in gwcore._h1scan_py), and where its parts are."""
     if n < 18 or n > limit:
-        return None
-    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+        return False
     if s[n - 4] != 0x0D or s[n - 3] != 0x0A or s[n - 2] != 0x0D or s[n - 1] != 0x0A:
-        return None
-    cdef Py_ssize_t i = 0, ps, q = -1, pe, ns, nl, vs, vl, k, counted
+        return False
+    cdef Py_ssize_t i = 0, ns, nl, vs, vl, k, counted
     cdef unsigned char lname[64]
-    cdef bint keep = True, seen_cl = False
+    cdef bint seen_cl = False
     cdef int cv
     while 0x41 <= s[i] <= 0x5A:
         i += 1
     if s[i] != 0x20:
-        return None
-    method = _method(s, i)
-    if method is None:
-        return None
+        return False
+    r.method = _method_index(s, i)
+    if r.method < 0:
+        return False
     i += 1
-    ps = i
+    r.ps = i
+    r.q = -1
     if s[i] != 0x2F:
-        return None
+        return False
     while UCHAR[s[i]]:
-        if s[i] == 0x3F and q < 0:
-            q = i
+        if s[i] == 0x3F and r.q < 0:
+            r.q = i
         i += 1
-    pe = i
+    r.pe = i
     if s[i] != 0x20 or i + 11 > n or memcmp(s + i + 1, b"HTTP/1.1\r\n", 10) != 0:
-        return None
+        return False
     i += 11
-    headers = []
-    host = None
-    counted = pe - ps        # the head's size as the llhttp path counts it for its limit
+    r.fields = i
+    r.nf = 0
+    r.hs = -1
+    r.hl = 0
+    r.keep = True
+    counted = r.pe - r.ps    # the head's size as the llhttp path counts it for its limit
     while s[i] != 0x0D:
         i = _field(s, i, &ns, &nl, &vs, &vl)
         if i < 0 or nl > 64:
-            return None
+            return False
+        r.nf += 1
         counted += nl + vl + 4
         if counted > limit:
-            return None      # llhttp's path answers 431
+            return False     # llhttp's path answers 431
         for k in range(nl):
             lname[k] = TCHAR[s[ns + k]]
         if nl == 4 and memcmp(lname, b"host", 4) == 0:
-            value = PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)
-            if host is None:
-                host = value
-            headers.append(("host", value))
-            continue
-        if nl == 14 and memcmp(lname, b"content-length", 14) == 0:
+            if r.hs < 0:
+                r.hs = vs
+                r.hl = vl
+        elif nl == 14 and memcmp(lname, b"content-length", 14) == 0:
             if seen_cl or vl != 1 or s[vs] != 0x30:
-                return None      # a body (or a doubtful length): llhttp frames it
+                return False     # a body (or a doubtful length): llhttp frames it
             seen_cl = True
         elif nl == 10 and memcmp(lname, b"connection", 10) == 0:
             cv = _conn_value(s + vs, vl)
             if cv < 0:
-                return None
+                return False
             if cv == 0:
-                keep = False
+                r.keep = False
         elif (nl == 17 and memcmp(lname, b"transfer-encoding", 17) == 0) or \
                 (nl == 7 and memcmp(lname, b"upgrade", 7) == 0) or \
                 (nl == 6 and memcmp(lname, b"expect", 6) == 0) or \
                 (nl == 16 and memcmp(lname, b"proxy-connection", 16) == 0):
             # (llhttp reads Proxy-Connection like Connection: not worth a second path)
-            return None
-        headers.append((_name(lname, nl), PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
-    if i != n - 2:
-        return None      # an empty line before the end: more than one message
-    if q < 0:
-        path = PyUnicode_DecodeLatin1(<const char*>s + ps, pe - ps, NULL)
+            return False
+    return i == n - 2        # else an empty line before the end: more than one message
+
+
+cdef tuple _request_tuple(const unsigned char* s, _Req* r):
+    """scan_request's answer for a head _scan_req took."""
+    cdef Py_ssize_t i = r.fields, ns, nl, vs, vl, k, j
+    cdef unsigned char lname[64]
+    headers = []
+    for j in range(r.nf):
+        i = _field(s, i, &ns, &nl, &vs, &vl)
+        for k in range(nl):
+            lname[k] = TCHAR[s[ns + k]]
+        if nl == 4 and memcmp(lname, b"host", 4) == 0:
+            headers.append(("host", PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
+        else:
+            headers.append((_name(lname, nl),
+                            PyUnicode_DecodeLatin1(<const char*>s + vs, vl, NULL)))
+    if r.q < 0:
+        path = PyUnicode_DecodeLatin1(<const char*>s + r.ps, r.pe - r.ps, NULL)
         query = ""
     else:
-        path = PyUnicode_DecodeLatin1(<const char*>s + ps, q - ps, NULL)
-        query = PyUnicode_DecodeLatin1(<const char*>s + q + 1, pe - q - 1, NULL)
-    return (method, path, query, headers, "" if host is None else host, keep)
+        path = PyUnicode_DecodeLatin1(<const char*>s + r.ps, r.q - r.ps, NULL)
+        query = PyUnicode_DecodeLatin1(<const char*>s + r.q + 1, r.pe - r.q - 1, NULL)
+    host = "" if r.hs < 0 else PyUnicode_DecodeLatin1(<const char*>s + r.hs, r.hl, NULL)
+    return (_METHODS[r.method], path, query, headers, host, r.keep)
+
+
+def scan_request(bytes data, Py_ssize_t limit):
+    """``(method, path, query, headers, host, keep_alive)`` when ``data`` is exactly one
+    whole HTTP/1.1 request head of the taken kind with no body; else None."""
+    cdef _Req r
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+    if not _scan_req(s, PyBytes_GET_SIZE(data), limit, &r):
+        return None
+    return _request_tuple(s, &r)
+
+
+def scan_lane(bytes data, Py_ssize_t limit, dict lanes):
+    """:func:`scan_request` for a front end that keeps forwarding lanes: ``lanes`` maps
+    :func:`lane_key` bytes to lanes. None when the head is not taken; ``(lane,
+    keep_alive)`` when ``lanes`` has one for its method, path and Host (nothing else is
+    made of the head then); else scan_request's 6-tuple."""
+    cdef _Req r
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t ml, pl, hl, pe
+    cdef char* out
+    if not _scan_req(s, PyBytes_GET_SIZE(data), limit, &r):
+        return None
+    # the key: method SP path SP host (none of them holds a space)
+    ml = r.ps - 1
+    pe = r.pe if r.q < 0 else r.q
+    pl = pe - r.ps
+    hl = r.hl if r.hs >= 0 else 0
+    key = PyBytes_FromStringAndSize(NULL, ml + 1 + pl + 1 + hl)
+    out = PyBytes_AS_STRING(key)
+    memcpy(out, s, ml + 1 + pl)          # "METHOD /path"
+    out[ml + 1 + pl] = 0x20
+    if hl:
+        memcpy(out + ml + 2 + pl, s + r.hs, hl)
+    lane = lanes.get(key)
+    if lane is not None:
+        return (lane, r.keep)
+    return _request_tuple(s, &r)
+
+
+def lane_key(str method, str path, str host):
+    """The key :func:`scan_lane` looks lanes up by: ``method SP path SP host`` (latin-1)."""
+    return f"{method} {path} {host}".encode("latin-1")
+
+
+cdef inline bint _request_drop(const unsigned char* s, Py_ssize_t n, bint close):
+    """A request header name (any case) the gateway does not forward as sent: hop-by-hop,
+    framing, and what it sets itself (gwcore.h1client.REQUEST_DROP), and "close" after a
+    ``Connection: close`` (it drops the names Connection lists)."""
+    if n == 4:
+        return _ieq(s, n, b"host")
+    if n == 5:
+        return close and _ieq(s, n, b"close")
+    if n == 9:
+        return _ieq(s, n, b"forwarded")
+    if n == 10:
+        return _ieq(s, n, b"connection") or _ieq(s, n, b"keep-alive")
+    if n == 14:
+        return _ieq(s, n, b"content-length")
+    if n == 15:
+        return _ieq(s, n, b"x-forwarded-for")
+    if n == 16:
+        return (_ieq(s, n, b"x-forwarded-port") or _ieq(s, n, b"x-forwarded-host") or
+                _ieq(s, n, b"proxy-connection"))
+    if n == 17:
+        return _ieq(s, n, b"x-forwarded-proto") or _ieq(s, n, b"transfer-encoding")
+    return _hop(s, n)
+
+
+cdef inline Py_ssize_t _put(char* out, Py_ssize_t pos, const void* src, Py_ssize_t n):
+    memcpy(out + pos, src, n)
+    return pos + n
+
+
+def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd_port,
+              str framing):
+    """The upstream request head for the request head ``data`` (one scan_request takes),
+    forwarded to ``path`` (the query appended after ``fixed_query``): the client's headers
+    minus those gwcore.h1client.outgoing_headers drops, names lower-cased, then Host,
+    X-Forwarded-For (the client's chain, then ``peer``), -Proto and -Port, and
+    ``framing``; the bytes h1client.encode_head writes for outgoing_headers' list. None
+    when it is not taken here (a str not latin-1, more than 256 header lines): the lists
+    path decides then."""
+    cdef _Req r
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t i, j, k, ns, nl, vs, vl, total, pos = 0, nq, nxff = 0, xffl = 0
+    cdef Py_ssize_t spans[4 * MAX_FIELDS]
+    cdef unsigned char keep[MAX_FIELDS]
+    cdef char* out
+    cdef str piece
+    for piece in (path, fixed_query, host, peer, fwd_port, framing):
+        if PyUnicode_KIND(piece) != PyUnicode_1BYTE_KIND:
+            return None
+    if not _scan_req(s, PyBytes_GET_SIZE(data), PY_SSIZE_T_MAX, &r) or r.nf > MAX_FIELDS:
+        return None
+    nq = r.pe - r.q - 1 if r.q >= 0 else 0
+    method = _METHODS[r.method]
+    total = (PyUnicode_GET_LENGTH(method) + 1 + PyUnicode_GET_LENGTH(path) + 11
+             + 6 + PyUnicode_GET_LENGTH(host) + 2
+             + 17 + PyUnicode_GET_LENGTH(peer) + 2
+             + 25 + 18 + PyUnicode_GET_LENGTH(fwd_port) + 2
+             + PyUnicode_GET_LENGTH(framing) + 2)
+    if PyUnicode_GET_LENGTH(fixed_query):
+        total += 1 + PyUnicode_GET_LENGTH(fixed_query) + (1 + nq if nq else 0)
+    elif nq:
+        total += 1 + nq
+    i = r.fields
+    for j in range(r.nf):
+        i = _field(s, i, &ns, &nl, &vs, &vl)
+        spans[4 * j] = ns
+        spans[4 * j + 1] = nl
+        spans[4 * j + 2] = vs
+        spans[4 * j + 3] = vl
+        keep[j] = 0
+        if nl == 15 and _ieq(s + ns, nl, b"x-forwarded-for"):
+            xffl += vl + (2 if nxff else 0)
+            nxff += 1
+        elif not _request_drop(s + ns, nl, not r.keep):
+            keep[j] = 1
+            total += nl + vl + 4
+    if nxff:
+        total += xffl + 2
+    res = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(res)
+    pos = _put(out, pos, PyUnicode_1BYTE_DATA(method), PyUnicode_GET_LENGTH(method))
+    out[pos] = 0x20
+    pos = _put(out, pos + 1, PyUnicode_1BYTE_DATA(path), PyUnicode_GET_LENGTH(path))
+    if PyUnicode_GET_LENGTH(fixed_query):
+        out[pos] = 0x3F
+        pos = _put(out, pos + 1, PyUnicode_1BYTE_DATA(fixed_query), PyUnicode_GET_LENGTH(fixed_query))
+        if nq:
+            out[pos] = 0x26
+            pos = _put(out, pos + 1, s + r.q + 1, nq)
+    elif nq:
+        out[pos] = 0x3F
+        pos = _put(out, pos + 1, s + r.q + 1, nq)
+    pos = _put(out, pos, b" HTTP/1.1\r\n", 11)
+    for j in range(r.nf):
+        if not keep[j]:
+            continue
+        ns = spans[4 * j]
+        nl = spans[4 * j + 1]
+        for k in range(nl):
+            out[pos + k] = TCHAR[s[ns + k]]
+        pos += nl
+        out[pos] = 0x3A
+        out[pos + 1] = 0x20
+        pos = _put(out, pos + 2, s + spans[4 * j + 2], spans[4 * j + 3])
+        out[pos] = 0x0D
+        out[pos + 1] = 0x0A
+        pos += 2
+    pos = _put(out, pos, b"host: ", 6)
+    pos = _put(out, pos, PyUnicode_1BYTE_DATA(host), PyUnicode_GET_LENGTH(host))
+    pos = _put(out, pos, b"\r\nx-forwarded-for: ", 19)
+    if nxff:
+        k = 0
+        for j in range(r.nf):
+            nl = spans[4 * j + 1]
+            if nl == 15 and _ieq(s + spans[4 * j], nl, b"x-forwarded-for"):
+                if k:
+                    pos = _put(out, pos, b", ", 2)
+                pos = _put(out, pos, s + spans[4 * j + 2], spans[4 * j + 3])
+                k += 1
+        pos = _put(out, pos, b", ", 2)
+    pos = _put(out, pos, PyUnicode_1BYTE_DATA(peer), PyUnicode_GET_LENGTH(peer))
+    pos = _put(out, pos, b"\r\nx-forwarded-proto: http\r\nx-forwarded-port: ", 45)
+    pos = _put(out, pos, PyUnicode_1BYTE_DATA(fwd_port), PyUnicode_GET_LENGTH(fwd_port))
+    pos = _put(out, pos, b"\r\n", 2)
+    pos = _put(out, pos, PyUnicode_1BYTE_DATA(framing), PyUnicode_GET_LENGTH(framing))
+    pos = _put(out, pos, b"\r\n", 2)
+    assert pos == total
+    return res
 
 
 cdef inline bint _hop(const unsigned char* s, Py_ssize_t n):
