@@ -28,7 +28,10 @@ cdef class Exchange:
     cdef public long long _declared
     cdef public bint done
     cdef public int reject
-    cdef public bint scanned
+    cdef public object raw
+    cdef public object lane
+
+    cpdef unpack(self)
 
     @cython.locals(keep=bint, head=tuple)
     cpdef response_lines(self, int status, tuple lines, bint has_date, bytes body)
@@ -72,6 +75,7 @@ cdef class Connection:
     cdef public dict lanes
 
     cpdef _scanned(self, tuple r)
+    cpdef _laned(self, object lane, bint keep, bytes data)
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)
     cpdef _pause_body(self)

@@ -56,6 +56,8 @@ _HttpParserUpgrade = httptools.HttpParserUpgrade
 #: the strict scanner for a whole body-less request in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
 _scan_request = _h1scan.scan_request
+_scan_lane = _h1scan.scan_lane
+_UNLIMITED = 1 << 62
 _fields = _h1scan.fields
 _answer = _h1scan.answer
 
@@ -164,7 +166,7 @@ class Exchange:
     __slots__ = ("conn", "method", "path", "query", "headers", "http_version", "host",
                  "keep_alive", "expect_continue", "_chunks", "_buffered", "_complete",
                  "_waiter", "started", "head", "_mode", "_sent", "_declared", "done", "reject",
-                 "scanned")
+                 "raw", "lane")
 
     def __init__(self, conn: "Connection"):
         self.conn = conn
@@ -182,7 +184,18 @@ class Exchange:
         self._declared = -1
         self.done = False
         self.reject = 0           # a status the head earned before the app sees it (431)
-        self.scanned = False      # taken by the scanner (gwcore.h1scan): no body, HTTP/1.1
+        self.raw = None           # a lane's request: the head, until unpack() reads it
+        self.lane = None          # the forwarding lane (gwcore.lane) found for it
+
+    def unpack(self) -> None:
+        """Fill ``query`` and ``headers`` of a request a lane took (only its method, path
+        and Host were read then) from its raw head: what the scanner gives for it."""
+        raw = self.raw
+        if raw is not None:
+            self.raw = None
+            r = _scan_request(raw, _UNLIMITED)
+            self.query = r[2]
+            self.headers = r[3]
 
     # -- request body (filled by the connection) ---------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -458,9 +471,16 @@ class Connection:
             # between messages, nothing pending: the commonest read (one whole request
             # head, no body) is taken in one strict pass, anything else goes to llhttp,
             # which is then at the same message boundary as if it had parsed this one
-            r = _scan_request(data, self.max_header)
+            lanes = self.lanes
+            if lanes:
+                r = _scan_lane(data, self.max_header, lanes)
+            else:
+                r = _scan_request(data, self.max_header)
             if r is not None:
-                self._scanned(r)
+                if len(r) == 2:
+                    self._laned(r[0], r[1], data)
+                else:
+                    self._scanned(r)
                 return
         if self.in_headers:
             self.header_bytes += len(data)   # reset when a head completes
@@ -494,7 +514,24 @@ class Connection:
         ex.http_version = "1.1"
         ex.head = method == "HEAD"
         ex._complete = True
-        ex.scanned = True
+        self.queue.append(ex)
+        self._pump()
+
+    def _laned(self, lane, keep: bool, data: bytes):
+        """A request the scanner took and found a forwarding lane for: an Exchange that
+        knows its method, path and Host (the lane's) and keeps the raw head for the rest."""
+        ex = Exchange(self)
+        self.header_bytes = 0
+        ex.method = lane.method
+        ex.path = lane.client_path
+        ex.host = lane.client_host
+        ex.query = ""
+        ex.keep_alive = keep
+        ex.http_version = "1.1"
+        ex.head = lane.method == "HEAD"
+        ex._complete = True
+        ex.raw = data
+        ex.lane = lane
         self.queue.append(ex)
         self._pump()
 
@@ -629,10 +666,9 @@ class Connection:
         connection's task to await."""
         try:
             r = False
-            if ex.scanned and self.lanes:
-                lane = self.lanes.get((ex.host, ex.method, ex.path))
-                if lane is not None:
-                    r = lane.forward(ex, self.peer)
+            lane = ex.lane
+            if lane is not None:
+                r = lane.forward(ex, self.peer)
             if r is False:
                 r = self.app.serve_now(ex, self.peer)
         except Exception:

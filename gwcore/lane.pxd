@@ -28,9 +28,12 @@ cdef class Plan:
 cdef class Lane:
     cdef public Plan plan
     cdef public str path
+    cdef public str method
+    cdef public str client_path
+    cdef public str client_host
 
-    @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, target=str, host=str,
-                   p=Pending, head=bytes, sent=bint)
+    @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, host=str, p=Pending, raw=object,
+                   head=object, sent=bint)
     cpdef object forward(self, Exchange ex, str peer)
 
 
@@ -40,10 +43,6 @@ cdef class Pending:
     cdef public str peer
     cdef public str rid
     cdef public object start_ns
-
-
-@cython.locals(headers=list, xff=str, drop=tuple, kv=tuple, k=str, v=str, method=str)
-cpdef object _request_head(Exchange ex, str target, str host, str peer, str fwd_port)
 
 
 @cython.locals(plan=Plan, ex=Exchange, status=int, headers=list)

@@ -37,13 +37,8 @@ _new_request_id = gwcore.load("reqid").new_request_id
 _h1client = gwcore.load("h1client")
 _outgoing_headers = _h1client.outgoing_headers
 _body_framing = _h1client.body_framing
-_fields = gwcore.load("h1scan").fields
+_lane_head = gwcore.load("h1scan").lane_head
 _perf_ns = time.perf_counter_ns
-
-#: what outgoing_headers drops of a client's headers (and, after ``Connection: close``, a
-#: header named "close": it drops the names Connection lists too)
-_REQUEST_DROP = tuple(sorted(_h1client.REQUEST_DROP))
-_REQUEST_DROP_CLOSE = _REQUEST_DROP + ("close",)
 
 #: answers up to this size (with a Content-Length) arrive whole and are written at once
 SMALL_RESPONSE = 256 * 1024
@@ -79,13 +74,16 @@ class Plan:
 
 
 class Lane:
-    """A (Host, method, path) known to go to a planned route, and its upstream path."""
+    """A (method, path, Host) known to go to a planned route, and its upstream path."""
 
-    __slots__ = ("plan", "path")
+    __slots__ = ("plan", "path", "method", "client_path", "client_host")
 
-    def __init__(self, plan: Plan, path: str):
+    def __init__(self, plan: Plan, path: str, method: str, client_path: str, client_host: str):
         self.plan = plan
-        self.path = path
+        self.path = path                  # the upstream path, rendered from the parameters
+        self.method = method              # the client's request line and Host (the key)
+        self.client_path = client_path
+        self.client_host = client_host
 
     def forward(self, ex, peer: str):
         """Forward the scanned request ``ex`` (the front end's Exchange). The serve_now
@@ -102,20 +100,25 @@ class Lane:
                 return False
         rid = _new_request_id()
         start_ns = _perf_ns()
-        q = ex.query
-        fq = plan.fixed_query
-        if fq:
-            q = fq + "&" + q if q else fq
-        target = self.path + "?" + q if q else self.path
         host = plan.host_header
         if plan.pass_host and ex.host:
             host = ex.host
         p = Pending(plan, ex, peer, rid, start_ns)
-        head = _request_head(ex, target, host, peer, plan.fwd_port)
+        raw = ex.raw
+        head = None
+        if raw is not None:
+            # the upstream head written from the client's raw head in one pass
+            head = _lane_head(raw, self.path, plan.fixed_query, host, peer, plan.fwd_port,
+                              _body_framing(ex.method))
         if head is not None:
             sent = pool.start_head(head, ex.method, plan.timeout, _answered, p, True)
         else:
-            sent = pool.start(ex.method, target,
+            ex.unpack()
+            q = ex.query
+            fq = plan.fixed_query
+            if fq:
+                q = fq + "&" + q if q else fq
+            sent = pool.start(ex.method, self.path + "?" + q if q else self.path,
                               _outgoing_headers(ex.headers, host, peer, "http", plan.fwd_port),
                               plan.timeout, _answered, p)
         if sent:
@@ -127,32 +130,6 @@ class Lane:
         if r is True:
             return True
         return plan.serve(ex, req, r)
-
-
-def _request_head(ex, target: str, host: str, peer: str, fwd_port: str):
-    """The upstream request head for ``ex``, as h1client's encode_head would write it for
-    outgoing_headers' list (the client's headers minus hop-by-hop and gateway-set ones, then
-    Host and X-Forwarded-*), in one pass; None when a header is not one this takes (a
-    Connection listing other names, a value fields() declines): the lists path then."""
-    headers = ex.headers
-    xff = None
-    drop = _REQUEST_DROP
-    for kv in headers:
-        k = kv[0]
-        if k == "x-forwarded-for":
-            xff = kv[1] if xff is None else xff + ", " + kv[1]
-        elif k == "connection":
-            v = kv[1].lower()
-            if v == "close":
-                drop = _REQUEST_DROP_CLOSE
-            elif v != "keep-alive":
-                return None
-    method = ex.method
-    r = _fields(headers, drop, None, f"{method} {target} HTTP/1.1\r\n",
-                f"host: {host}\r\nx-forwarded-for: {xff + ', ' + peer if xff else peer}\r\n"
-                f"x-forwarded-proto: http\r\nx-forwarded-port: {fwd_port}\r\n"
-                f"{_body_framing(method)}\r\n")
-    return None if r is None else r[0]
 
 
 class Pending:

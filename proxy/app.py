@@ -32,6 +32,7 @@ _lane_mod = gwcore.load("lane")
 _Lane = _lane_mod.Lane
 _Plan = _lane_mod.Plan
 LANES_MAX = _lane_mod.LANES_MAX
+_lane_key = gwcore.load("h1scan").lane_key
 _router_mod = gwcore.load("router")
 MATCH = _router_mod.MATCH
 NOT_FOUND = _router_mod.NOT_FOUND
@@ -134,7 +135,8 @@ class GatewayApp:
         self.admin = None
         self.raw_paths = False    # True under the native front end (RSGI paths are decoded)
         gateway.reply = self._reply   # how callbacks answer what serve_now left pending
-        #: forwarding lanes (gwcore.lane) by (Host, method, raw path), for the native front end
+        #: forwarding lanes (gwcore.lane) by h1scan.lane_key(method, raw path, Host), for the
+        #: native front end (its scanner looks them up from the raw request head)
         self.lanes: dict = {}
 
     # -- lifecycle -----------------------------------------------------------------
@@ -216,7 +218,10 @@ class GatewayApp:
         """Remember that ``ex``'s Host, method and path go to ``route`` (a planned one): the
         front end forwards the next such requests through the lane. (A request that comes
         here although its lane exists was handed back by it: nothing to add then.)"""
-        key = (ex.host, ex.method, ex.path)
+        try:
+            key = _lane_key(ex.method, ex.path, ex.host)
+        except UnicodeError:        # pragma: no cover - the scanner takes latin-1 heads only
+            return
         lanes = self.lanes
         if key in lanes:
             return
@@ -234,7 +239,7 @@ class GatewayApp:
                 self._lane_request, self.serve, self._lane_log if self.access_log else None)
         if len(lanes) >= LANES_MAX:
             lanes.clear()
-        lanes[key] = _Lane(plan, target)
+        lanes[key] = _Lane(plan, target, ex.method, ex.path, ex.host)
 
     def _lane_request(self, ex, peer: str, rid: str, start_ns: int) -> Request:
         """The routed Request for a request a lane hands back to the app's path."""
@@ -245,6 +250,8 @@ class GatewayApp:
         return req
 
     def _request(self, ex, peer: str, rid: str, start_ns: int, start_time: float) -> Request:
+        if ex.raw is not None:
+            ex.unpack()             # a lane's request: its query and headers are read now
         client = peer
         headers = ex.headers
         if self.trusted is not None:
