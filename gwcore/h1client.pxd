@@ -113,7 +113,7 @@ cdef class UpstreamPool:
 
     cpdef bint ready(self)
 
-    cpdef Connection _take_idle(self, object loop)
+    cpdef Connection _take_idle(self, double now)
     cpdef bint start(self, str method, str target, list headers, double timeout, object cb,
                      object arg)
     cpdef bint start_head(self, bytes head, str method, double timeout, object cb, object arg,

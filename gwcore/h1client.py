@@ -175,6 +175,11 @@ class _Body:
         self._buffered = 0
 
 
+#: the headers of a response whose head has not started (never appended to: on_header only
+#: runs after on_message_begin gave the response lists of its own)
+_NO_HEADERS: list = []
+
+
 class UpstreamResponse:
     """A response head plus a lazily streamed body.
 
@@ -189,8 +194,10 @@ class UpstreamResponse:
 
     def __init__(self, body: _Body) -> None:
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self._fwd: list = []          # the headers minus hop-by-hop ones, built while parsing
+        # both lists are made when the head starts (on_message_begin, or the scanner's);
+        # no caller is handed a response before its head
+        self.headers: list[tuple[str, str]] = _NO_HEADERS
+        self._fwd: list = _NO_HEADERS  # the headers minus hop-by-hop ones, built while parsing
         self._named = None            # lower-case names listed in Connection (other than close/keep-alive)
         # block mode (UpstreamPool.start_head(block=True)) when the scanner took the whole
         # response: the forwarded headers already written as lines (``headers`` and
@@ -228,7 +235,8 @@ class UpstreamResponse:
         Connection, and Content-Length (the same as ``strip_response(self.headers)``)."""
         named = self._named
         if named is None:
-            return self._fwd
+            fwd = self._fwd
+            return [] if fwd is _NO_HEADERS else fwd
         return [(k, v) for k, v in self._fwd if k.lower() not in named]
 
     def body_now(self):
@@ -1106,7 +1114,7 @@ class UpstreamPool:
         rt = timeout if read_timeout is None else read_timeout
 
         if not fresh:  # (fresh: a retry after start() met a stale keep-alive connection)
-            conn = self._take_idle(loop)
+            conn = self._take_idle(loop.time())
             if conn is None:
                 conn = await self._acquire(loop, deadline, False)
             try:
@@ -1153,22 +1161,23 @@ class UpstreamPool:
         if not self.ready():
             return False
         loop = self._loop
-        conn = self._take_idle(loop)
+        now = loop.time()
+        conn = self._take_idle(now)
         if conn is None:
             return False
-        conn.start(head, method == "HEAD", method in _IDEMPOTENT, loop.time() + timeout, timeout,
+        conn.start(head, method == "HEAD", method in _IDEMPOTENT, now + timeout, timeout,
                    cb, arg, block)
         return True
 
     # -- slots and connections ------------------------------------------------------
 
-    def _take_idle(self, loop):
+    def _take_idle(self, now: float):
         """The most recently used idle connection that has not outlived the idle timeout,
         now ACTIVE; None when there is none (stale ones met on the way are closed)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if loop.time() - conn.idle_since < self.settings.idle_timeout:
+            if now - conn.idle_since < self.settings.idle_timeout:
                 conn.state = ACTIVE
                 self._in_use += 1
                 return conn
@@ -1178,7 +1187,7 @@ class UpstreamPool:
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float, fresh: bool) -> Connection:
         if not fresh:
-            conn = self._take_idle(loop)
+            conn = self._take_idle(loop.time())
             if conn is not None:
                 return conn
         elif self._open >= self.settings.max_connections and self._idle:

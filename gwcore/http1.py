@@ -173,7 +173,7 @@ class Exchange:
         self.headers: list = []
         self.host = ""
         self.expect_continue = False
-        self._chunks: deque = deque()
+        self._chunks: deque | None = None     # body chunks, made when the first arrives
         self._buffered = 0
         self._complete = False
         self._waiter: asyncio.Future | None = None
@@ -199,6 +199,8 @@ class Exchange:
 
     # -- request body (filled by the connection) ---------------------------------------
     def _feed(self, data: bytes) -> None:
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(data)
         self._buffered += len(data)
         w = self._waiter

@@ -52,7 +52,7 @@ def request_view(ex, peer) -> dict:
         "method": ex.method, "path": ex.path, "query": ex.query, "headers": list(ex.headers),
         "host": ex.host, "http_version": ex.http_version, "keep_alive": ex.keep_alive,
         "head": ex.head, "body_complete": ex.body_complete, "expect_continue": ex.expect_continue,
-        "buffered_body": b"".join(ex._chunks), "peer": peer,
+        "buffered_body": b"".join(ex._chunks or ()), "peer": peer,
     }
 
 
