@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["scan_request", "scan_lane", "lane_key", "lane_head", "scan_response",
-           "scan_response_block", "fields", "answer"]
+           "scan_response_block", "relay", "fields", "answer"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([ -~]*[!-~])\r\n")
@@ -205,6 +205,29 @@ def scan_response_block(data: bytes):
         return None
     block, has_date = fields(forward, (), "date")
     return (status, block, has_date, cl, keep, start)
+
+
+#: the largest body relay() writes in one buffer (as Exchange.response_lines does)
+RELAY_MAX = 65535
+
+
+def relay(data: bytes, ok_line: bytes, date: bytes, rid_line: bytes, rid: str, close: bool):
+    """The client's answer for a whole upstream ``200`` response ``data`` (one
+    scan_response_block takes, body under 64 KiB), in one bytes: ``ok_line``, ``date``
+    unless the response has a Date, its forwarded header lines, ``rid_line`` + ``rid`` +
+    CRLF, the Content-Length, ``connection: close`` when ``close``, the empty line, the
+    body: what Exchange.response_lines writes for it. ``(answer, upstream_keep_alive)``;
+    None for anything else."""
+    if not _latin1(rid):
+        return None
+    r = scan_response_block(data)
+    if r is None:
+        return None
+    status, block, has_date, cl, keep, start = r
+    if status != 200 or cl > RELAY_MAX:
+        return None
+    return (answer((ok_line, b"" if has_date else date, block, rid_line, rid.encode("latin-1"),
+                    b"\r\n"), data[start:], close), keep)
 
 
 def fields(headers: list, drop: tuple, flag: str | None, head: str | None = None,

@@ -76,6 +76,8 @@ cdef class Connection:
     cdef public bint _cb_idem
     cdef public bint _deliver
     cdef public bint _block
+    cdef public bint _relay
+    cdef public double _read_timeout
 
     @cython.locals(n=Py_ssize_t, k=str, v=str)
     cpdef on_header(self, bytes name, bytes value)
@@ -92,8 +94,11 @@ cdef class Connection:
     cpdef _on_timer(self)
     cpdef _call_back(self)
     cpdef UpstreamResponse _new_request(self, bint is_head, double read_timeout, bint request_done)
+    cpdef _request_state(self, bint is_head, bint request_done)
+    cpdef _materialize(self)
+    cpdef _relayed(self, bint keep)
     cpdef start(self, bytes head, bint is_head, bint idempotent, double deadline,
-                double read_timeout, object cb, object arg, bint block)
+                double read_timeout, object cb, object arg, bint block, bint relay=*)
 
 
 cdef class UpstreamPool:
@@ -117,7 +122,7 @@ cdef class UpstreamPool:
     cpdef bint start(self, str method, str target, list headers, double timeout, object cb,
                      object arg)
     cpdef bint start_head(self, bytes head, str method, double timeout, object cb, object arg,
-                          bint block)
+                          bint block, bint relay=*)
     cpdef _waiter_timeout(self, object fut)
     cpdef _connect_failed(self, Connection conn)
     cpdef _release(self, Connection conn)

@@ -319,6 +319,8 @@ class Connection:
         "_cb_idem",
         "_deliver",
         "_block",
+        "_relay",
+        "_read_timeout",
     )
 
     def __init__(self, pool: "UpstreamPool", loop: asyncio.AbstractEventLoop) -> None:
@@ -360,6 +362,8 @@ class Connection:
         self._cb_idem = False
         self._deliver = False     # a final head arrived: call back after this feed
         self._block = False       # callback mode: the scanner's block form is wanted
+        self._relay = False       # start(relay=True): relay_hook first, no objects yet
+        self._read_timeout = 0.0  # (for the objects _materialize makes)
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -373,6 +377,8 @@ class Connection:
                 pass
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._relay:
+            self._materialize()
         prev = self.state
         was_closed = prev == CLOSED
         self.state = CLOSED
@@ -406,6 +412,8 @@ class Connection:
             self._call_back()
 
     def eof_received(self) -> bool | None:
+        if self._relay:
+            self._materialize()
         if self._body is None:
             # The server closed an idle keep-alive connection: drop it from the pool
             # now rather than when connection_lost is scheduled.
@@ -422,6 +430,10 @@ class Connection:
             w.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._relay:
+            if relay_hook(self, data):
+                return          # answered and finished by the relay
+            self._materialize()
         if self._body is None:
             # Bytes while no request is outstanding (or after a HEAD response): the
             # stream is out of sync; this connection can never be trusted again.
@@ -660,6 +672,8 @@ class Connection:
 
     def _fail(self, exc: UpstreamError) -> None:
         """Record a fatal error, wake whoever waits, and drop the connection."""
+        if self._relay:
+            self._materialize()
         if self._exc is not None:
             return
         self._exc = exc
@@ -694,6 +708,8 @@ class Connection:
         cb(arg, None, exc, retry)
 
     def _close(self) -> None:
+        if self._relay:
+            self._materialize()
         prev = self.state
         if prev == CLOSED:
             return
@@ -726,6 +742,8 @@ class Connection:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._relay:
+            self._materialize()
         if self._body is None or self._head_done or self.state == CLOSED:
             return  # no request waits for a head: the next send() arms again
         if self.loop.time() < self._deadline:
@@ -736,12 +754,24 @@ class Connection:
     # -- the request ------------------------------------------------------------
 
     def start(self, head: bytes, is_head: bool, idempotent: bool, deadline: float,
-              read_timeout: float, cb: Any, arg: Any, block: bool) -> None:
+              read_timeout: float, cb: Any, arg: Any, block: bool, relay: bool = False) -> None:
         """Callback mode, for a request without a body: write it and return at once.
         ``cb(arg, response, error, retry)`` is called from the protocol callbacks once: right
         after the data that completed the final response head was parsed (with the whole
-        body too when it came along), or on an error before that (a timeout included)."""
-        self._cb_resp = self._new_request(is_head, read_timeout, True)
+        body too when it came along), or on an error before that (a timeout included).
+
+        With ``relay`` (block mode, not for HEAD) no response object is made up front: the
+        first read goes to ``relay_hook(conn, data)``, which either answers the client from
+        it and finishes the request (:meth:`_relayed`; ``cb`` is not called), or declines;
+        then, and on any other event first (EOF, loss, timeout, failure), the objects are
+        made (:meth:`_materialize`) and everything goes on as in block mode."""
+        if relay and not is_head:
+            self._request_state(False, True)
+            self._relay = True
+            self._read_timeout = read_timeout
+            self._cb_resp = None
+        else:
+            self._cb_resp = self._new_request(is_head, read_timeout, True)
         self._head_waiter = None
         self._cb = cb
         self._cb_arg = arg
@@ -751,11 +781,36 @@ class Connection:
         self._arm(deadline)
         self.transport.write(head)
 
+    def _materialize(self) -> None:
+        """A relayed request the relay did not finish: the response and body state that
+        start() makes in block mode, made now (nothing was consumed yet)."""
+        self._relay = False
+        resp = UpstreamResponse(_Body(self, self.loop, self._read_timeout))
+        self._resp = resp
+        self._body = resp._b
+        self._cb_resp = resp
+
+    def _relayed(self, keep: bool) -> None:
+        """The relay answered the client from the whole response it was given (keep: the
+        upstream's keep-alive): what the end of a scanned response does to the connection,
+        without a response object: released to the pool, or closed."""
+        self._relay = False
+        self._cb = None
+        self._cb_arg = None
+        if not keep:
+            self._keep = False
+        self._finish_message(False)
+
     def _new_request(self, is_head: bool, read_timeout: float, request_done: bool) -> UpstreamResponse:
         """The response (and its body state) of a request about to be written."""
         resp = UpstreamResponse(_Body(self, self.loop, read_timeout))
         self._resp = resp
         self._body = resp._b
+        self._request_state(is_head, request_done)
+        return resp
+
+    def _request_state(self, is_head: bool, request_done: bool) -> None:
+        """The connection's per-request flags, reset for a request about to be written."""
         self._is_head = is_head
         self._request_done = request_done
         self._head_done = False
@@ -765,7 +820,6 @@ class Connection:
         self._block = False   # (start() sets it for its own request)
         self.body_pulled = False
         self.requests += 1
-        return resp
 
     async def send(
         self,
@@ -907,6 +961,10 @@ class PoolSettings:
 
 
 _DEFAULT_SETTINGS = PoolSettings()
+
+#: ``relay_hook(conn, data) -> bool`` for requests started with ``relay`` (set by
+#: gwcore.lane, the one user): True when it answered the client and called conn._relayed()
+relay_hook: Any = None
 
 
 # -- header rules shared by the request and response paths (RFC 9110 section 7.6.1) --------
@@ -1153,11 +1211,12 @@ class UpstreamPool:
         return self.start_head(head, method, timeout, cb, arg, False)
 
     def start_head(self, head: bytes, method: str, timeout: float, cb: Any, arg: Any,
-                   block: bool) -> bool:
+                   block: bool, relay: bool = False) -> bool:
         """:meth:`start` for a head already encoded (what :func:`encode_head` makes of it,
         with :func:`body_framing`). With ``block``, a response the scanner takes whole
         (gwcore.h1scan.scan_response_block) comes with its forwarded headers written as
-        lines in ``resp.block`` instead of as lists."""
+        lines in ``resp.block`` instead of as lists; with ``relay`` too, it goes to
+        ``relay_hook`` first (see :meth:`Connection.start`)."""
         if not self.ready():
             return False
         loop = self._loop
@@ -1166,7 +1225,7 @@ class UpstreamPool:
         if conn is None:
             return False
         conn.start(head, method == "HEAD", method in _IDEMPOTENT, now + timeout, timeout,
-                   cb, arg, block)
+                   cb, arg, block, relay)
         return True
 
     # -- slots and connections ------------------------------------------------------

@@ -22,7 +22,7 @@ cdef extern from "Python.h":
 DEF MAX_FIELDS = 256
 
 __all__ = ["scan_request", "scan_lane", "lane_key", "lane_head", "scan_response",
-           "scan_response_block", "fields", "answer"]
+           "scan_response_block", "relay", "fields", "answer"]
 
 cdef unsigned char TCHAR[256]     # header-name characters (RFC 9110 token), lower-cased
 cdef unsigned char VCHAR[256]     # header-value / reason characters: SP and VCHAR (0x20-0x7E)
@@ -258,6 +258,11 @@ cdef tuple _request_tuple(const unsigned char* s, _Req* r):
     return (_METHODS[r.method], path, query, headers, host, r.keep)
 
 
+cdef inline Py_ssize_t _put(char* out, Py_ssize_t pos, const void* src, Py_ssize_t n):
+    memcpy(out + pos, src, n)
+    return pos + n
+
+
 def scan_request(bytes data, Py_ssize_t limit):
     """``(method, path, query, headers, host, keep_alive)`` when ``data`` is exactly one
     whole HTTP/1.1 request head of the taken kind with no body; else None."""
@@ -323,11 +328,6 @@ cdef inline bint _request_drop(const unsigned char* s, Py_ssize_t n, bint close)
     if n == 17:
         return _ieq(s, n, b"x-forwarded-proto") or _ieq(s, n, b"transfer-encoding")
     return _hop(s, n)
-
-
-cdef inline Py_ssize_t _put(char* out, Py_ssize_t pos, const void* src, Py_ssize_t n):
-    memcpy(out + pos, src, n)
-    return pos + n
 
 
 def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd_port,
@@ -465,7 +465,24 @@ def scan_response_block(bytes data):
     return _scan_response(data, True)
 
 
-cdef object _scan_response(bytes data, bint block_mode):
+#: the largest body relay() writes in one buffer (as Exchange.response_lines does)
+DEF RELAY_MAX = 65535
+
+
+def relay(bytes data, bytes ok_line, bytes date, bytes rid_line, str rid, bint close):
+    """The client's answer for a whole upstream ``200`` response ``data`` (one
+    scan_response_block takes, body under 64 KiB), in one bytes: ``ok_line``, ``date``
+    unless the response has a Date, its forwarded header lines, ``rid_line`` + ``rid`` +
+    CRLF, the Content-Length, ``connection: close`` when ``close``, the empty line, the
+    body: what Exchange.response_lines writes for it. ``(answer, upstream_keep_alive)``;
+    None for anything else."""
+    if PyUnicode_KIND(rid) != PyUnicode_1BYTE_KIND:
+        return None
+    return _scan_response(data, True, ok_line, date, rid_line, rid, close)
+
+
+cdef object _scan_response(bytes data, bint block_mode, bytes ok_line=None, bytes date=None,
+                           bytes rid_line=None, str rid=None, bint close=False):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     if n < 19:
         return None
@@ -537,8 +554,24 @@ cdef object _scan_response(bytes data, bint block_mode):
         return None
     if not block_mode:
         return (status, headers, forward, cl, keep, i + 2)
-    block = PyBytes_FromStringAndSize(NULL, total)
-    out = PyBytes_AS_STRING(block)
+    cdef Py_ssize_t ncl = 0, nrid = 0
+    cdef char clbuf[24]
+    if ok_line is not None:
+        # relay(): the whole answer around the header lines
+        if status != 200 or cl > RELAY_MAX:
+            return None
+        ncl = snprintf(clbuf, 24, b"%lld", cl)
+        nrid = PyUnicode_GET_LENGTH(rid)
+        block = PyBytes_FromStringAndSize(
+            NULL, PyBytes_GET_SIZE(ok_line) + (0 if has_date else PyBytes_GET_SIZE(date)) + total
+            + PyBytes_GET_SIZE(rid_line) + nrid + 2 + 16 + ncl + 2 + (19 if close else 0) + 2 + cl)
+        out = PyBytes_AS_STRING(block)
+        pos = _put(out, 0, PyBytes_AS_STRING(ok_line), PyBytes_GET_SIZE(ok_line))
+        if not has_date:
+            pos = _put(out, pos, PyBytes_AS_STRING(date), PyBytes_GET_SIZE(date))
+    else:
+        block = PyBytes_FromStringAndSize(NULL, total)
+        out = PyBytes_AS_STRING(block)
     for k in range(nf):
         ns = spans[4 * k]
         nl = spans[4 * k + 1]
@@ -554,7 +587,19 @@ cdef object _scan_response(bytes data, bint block_mode):
         out[pos] = 0x0D
         out[pos + 1] = 0x0A
         pos += 2
-    return (status, block, has_date, cl, keep, i + 2)
+    if ok_line is None:
+        return (status, block, has_date, cl, keep, i + 2)
+    pos = _put(out, pos, PyBytes_AS_STRING(rid_line), PyBytes_GET_SIZE(rid_line))
+    pos = _put(out, pos, PyUnicode_1BYTE_DATA(rid), nrid)
+    pos = _put(out, pos, b"\r\ncontent-length: ", 18)
+    pos = _put(out, pos, clbuf, ncl)
+    pos = _put(out, pos, b"\r\n", 2)
+    if close:
+        pos = _put(out, pos, b"connection: close\r\n", 19)
+    pos = _put(out, pos, b"\r\n", 2)
+    pos = _put(out, pos, s + i + 2, cl)
+    assert pos == PyBytes_GET_SIZE(block)
+    return (block, keep)
 
 
 # -- writing header fields ---------------------------------------------------------------

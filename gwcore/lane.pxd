@@ -3,7 +3,7 @@
 
 cimport cython
 
-from gwcore.h1client cimport UpstreamPool, UpstreamResponse
+from gwcore.h1client cimport Connection, UpstreamPool, UpstreamResponse
 from gwcore.http1 cimport Exchange
 
 
@@ -47,6 +47,10 @@ cdef class Pending:
 
 @cython.locals(plan=Plan, ex=Exchange, status=int, headers=list)
 cpdef _answered(Pending p, UpstreamResponse resp, object exc, object retry)
+
+
+@cython.locals(p=Pending, ex=Exchange, r=tuple)
+cpdef bint _relay(Connection conn, bytes data)
 
 
 cpdef _done(Pending p, int status)

@@ -37,7 +37,12 @@ _new_request_id = gwcore.load("reqid").new_request_id
 _h1client = gwcore.load("h1client")
 _outgoing_headers = _h1client.outgoing_headers
 _body_framing = _h1client.body_framing
-_lane_head = gwcore.load("h1scan").lane_head
+_h1scan = gwcore.load("h1scan")
+_lane_head = _h1scan.lane_head
+_relay_answer = _h1scan.relay
+_http1 = gwcore.load("http1")
+_CLOCK = _http1.CLOCK
+_OK_LINE = _http1.status_line(200)
 _perf_ns = time.perf_counter_ns
 
 #: answers up to this size (with a Content-Length) arrive whole and are written at once
@@ -111,7 +116,7 @@ class Lane:
             head = _lane_head(raw, self.path, plan.fixed_query, host, peer, plan.fwd_port,
                               _body_framing(ex.method))
         if head is not None:
-            sent = pool.start_head(head, ex.method, plan.timeout, _answered, p, True)
+            sent = pool.start_head(head, ex.method, plan.timeout, _answered, p, True, True)
         else:
             ex.unpack()
             q = ex.query
@@ -175,6 +180,36 @@ def _answered(p: Pending, resp, exc, retry) -> None:
         ex.complete()       # the front end answers 500 when nothing was written
         return
     plan.on_upstream(req, resp, exc, retry)
+
+
+def _relay(conn, data: bytes) -> bool:
+    """gwcore.h1client's relay_hook: the upstream connection ``conn`` of a forwarded
+    request got its first read ``data``. When it is a whole ``200`` answer of the
+    scanner's kind, the client's answer is written from it in one pass (h1scan.relay: the
+    bytes Exchange.response_lines writes), the connection is given back and the request
+    finished: True. Else False, with nothing done (the block-mode path then)."""
+    p = conn._cb_arg
+    ex = p.ex
+    try:
+        r = _relay_answer(data, _OK_LINE, _CLOCK.date, p.plan.rid_line, p.rid,
+                          not ex.conn._keep(ex))
+        if r is None or ex.started:
+            return False
+        ex.started = True
+        ex.conn._write(r[0])
+    except Exception:       # never into the upstream connection's protocol callbacks
+        log.exception("request %s: forwarding the answer failed", p.rid)
+        return False
+    conn._relayed(r[1])
+    try:
+        _done(p, 200)
+    except Exception:
+        log.exception("request %s: forwarding the answer failed", p.rid)
+        ex.complete()
+    return True
+
+
+_h1client.relay_hook = _relay
 
 
 def _done(p: Pending, status: int) -> None:

@@ -683,6 +683,42 @@ def test_client_gone_while_the_lane_waits(tmp_path):
     run(tmp_path, t)
 
 
+def test_whole_200_answers_are_relayed(tmp_path, monkeypatch):
+    """A lane's whole 200 answer in one upstream read is written from that read (the relay,
+    lane._relay, no response object made); any other answer is declined by it and goes the
+    block-mode path; a client gone meanwhile still gives the upstream connection back."""
+    h1client = gwcore.load("h1client")
+    relay = proxy.app._lane_mod._relay
+    seen: list[bool] = []
+
+    def hook(conn, data):
+        r = relay(conn, data)
+        seen.append(r)
+        return r
+    monkeypatch.setattr(h1client, "relay_hook", hook)
+
+    async def t(up: Upstream, gw: Gateway):
+        await warm(gw)
+        for path, status in (("/b/pets/5", 200), ("/b/p/nocontent", 204), ("/b/p/mid", 200),
+                             ("/b/p/closing/2", 200)):
+            assert (await call(gw, request(path))).status == status    # makes the lane
+            await warm(gw)                          # an idle upstream connection at hand
+            seen.clear()
+            a = await call(gw, request(path))
+            assert a.status == status
+            assert seen == [path in ("/b/pets/5", "/b/p/closing/2")], (path, seen)
+        # the warm-up, the four first requests, and the warm-up after /closing/2 (whose
+        # upstream connection closed: no idle one for its lane)
+        assert len(gw.serve_now_calls) == 6
+        # the upstream closed after /closing/2: the next request opens a new connection
+        conns = up.connections
+        assert (await call(gw, request("/b/pets/5"))).status == 200
+        assert up.connections == conns + 1
+        assert (await call(gw, request("/b/pets/5"))).status == 200
+        assert up.connections == conns + 1         # and keeps it
+    run(tmp_path, t)
+
+
 def test_targets_a_lane_may_write():
     """The config refuses URIs with whitespace; the lane checks again what it writes without
     h1client's encode_head (which refuses such a request line on the app's path)."""

@@ -1,11 +1,13 @@
-"""gwcore.h1scan's lane functions (scan_lane, lane_key, lane_head), both twins.
+"""gwcore.h1scan's lane functions (scan_lane, lane_key, lane_head, relay), both twins.
 
 ``lane_head`` writes the upstream request head for a forwarded request straight from the
 client's raw head. It must give exactly the bytes of the general path it stands for:
 ``h1client.encode_head(method, target, outgoing_headers(headers, ...), body_framing(method))``
 on what ``scan_request`` makes of the same head. ``scan_lane`` must take exactly what
 ``scan_request`` takes, find a lane by the key ``lane_key`` writes, and otherwise give
-scan_request's answer. Checked on a corpus and on seeded mutations of it.
+scan_request's answer. ``relay`` writes a client's whole answer from a whole upstream
+response: it must be the bytes Exchange.response_lines writes for scan_response_block's
+view of the same response. Checked on corpora and on seeded mutations of them.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pytest
 
 import gwcore
 from tests.h1wire import HEADER_LINES, mutate
-from tests.gwcore.test_h1scan import ACCEPTED_REQUESTS, REJECTED_REQUESTS, _params_values
+from tests.gwcore.test_h1scan import (ACCEPTED_REQUESTS, ACCEPTED_RESPONSES, REJECTED_REQUESTS,
+                                     REJECTED_RESPONSES, _params_values)
 
 TWINS = gwcore.twins("h1scan")
 h1client = gwcore.load("h1client")
@@ -125,3 +128,76 @@ def test_seeded_mutations():
             data = mutate(rng, data, seeds, EXTRA_LINES)
         taken += check(data)
     assert taken > 1000          # the mutations keep many inputs takeable
+
+
+# -- relay -------------------------------------------------------------------------------
+
+OK = b"HTTP/1.1 200 OK\r\n"
+DATE = b"date: Wed, 02 Dec 2026 16:00:00 GMT\r\n"
+RID_LINE = b"x-request-id: "
+RID = "0b6f5e0e-3c1a-4b8e-9d6c-2f1f0e0d0c0b"
+
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 06 May 2024 10:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}",
+    b"HTTP/1.1 200 Fine\r\nX-A: b\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\nTE: x\r\n\r\nabc",
+    b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 65535\r\n\r\n" + b"x" * 65535,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n" + b"x" * 65536,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+] + _params_values(ACCEPTED_RESPONSES) + _params_values(REJECTED_RESPONSES)
+
+
+def relay_reference(data: bytes, close: bool):
+    """What the block-mode path writes: Exchange.response_lines' parts through answer()."""
+    pure = dict(TWINS)["python"]
+    r = pure.scan_response_block(data)
+    if r is None or r[0] != 200 or r[3] > 65535:
+        return None
+    status, block, has_date, cl, keep, start = r
+    return (pure.answer((OK, b"" if has_date else DATE, block, RID_LINE, RID.encode(), b"\r\n"),
+                        data[start:], close), keep)
+
+
+def check_relay(data: bytes) -> int:
+    taken = 0
+    for close in (False, True):
+        want = relay_reference(data, close)
+        for _, mod in TWINS:
+            assert mod.relay(data, OK, DATE, RID_LINE, RID, close) == want, (data[:200], close)
+        taken += want is not None
+    return taken
+
+
+@pytest.mark.parametrize("data", RESPONSES)
+def test_relay_corpus(data):
+    check_relay(data)
+
+
+def test_relay_exact():
+    for _, mod in TWINS:
+        assert mod.relay(RESPONSES[0], OK, DATE, RID_LINE, RID, False) == (
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 06 May 2024 10:00:00 GMT\r\n"
+            b"Content-Type: application/json\r\nx-request-id: " + RID.encode() +
+            b"\r\ncontent-length: 2\r\n\r\n{}", True)
+        # no Date upstream: the gateway's; the upstream's close is reported, not forwarded
+        assert mod.relay(RESPONSES[2], OK, DATE, RID_LINE, RID, True) == (
+            OK + DATE + b"x-request-id: " + RID.encode() +
+            b"\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc", False)
+        assert mod.relay(RESPONSES[3], OK, DATE, RID_LINE, RID, False) is None     # not 200
+        assert mod.relay(RESPONSES[6], OK, DATE, RID_LINE, RID, False) is None     # 64 KiB
+        assert mod.relay(RESPONSES[0], OK, DATE, RID_LINE, "\u20ac", False) is None
+
+
+def test_relay_seeded_mutations():
+    rng = random.Random(11)
+    seeds = RESPONSES[:3]
+    taken = 0
+    for _ in range(4000):
+        data = rng.choice(seeds)
+        for _ in range(rng.randrange(1, 3)):
+            data = mutate(rng, data, seeds)
+        taken += check_relay(data)
+    assert taken > 500
