@@ -7,15 +7,19 @@ the same file is the pure-Python twin (gwcore/_lane_py.py runs it).
 A route whose integration is a plain ``http_proxy`` and whose stages can each say "let it
 through" without a Request (the account, stage and route token buckets; no API keys,
 authorizers, policies, validation or cache) has a :class:`Plan`. Once the app has routed a
-(Host, method, raw path) to such a route, it keeps a :class:`Lane` for that triple: the
-plan and the upstream path already rendered from the path parameters (a bounded table,
-like the router result cache of Kong). The front end looks the triple up for requests
-its scanner took (gwcore.h1scan: no body, HTTP/1.1) and calls :meth:`Lane.forward`, which
-does what the app's path would do for them: the route's checks, a request id, the
-upstream request (query passed on, hop-by-hop headers dropped, Host and X-Forwarded-*
-set) on an idle keep-alive connection in callback mode, and from the upstream's
-``data_received`` the answer (forwarded headers, the request id header, the body) and the
-access log line.
+(method, raw path, Host) to such a route, it keeps a :class:`Lane` for it under
+``h1scan.lane_key``: the plan and the upstream path already rendered from the path
+parameters (a bounded table, like the router result cache of Kong). The front end's scanner
+(``h1scan.scan_lane``: no body, HTTP/1.1) finds the lane from the raw request head, and the
+Exchange it makes keeps that head (query and headers are read from it only if the app's
+path needs them: ``Exchange.unpack``). :meth:`Lane.forward` does what the app's path would
+do: the route's checks, a request id, the upstream request written from the raw head
+(``h1scan.lane_head``: query passed on, hop-by-hop headers dropped, Host and X-Forwarded-*
+set) on an idle keep-alive connection in callback mode. The upstream's first read goes to
+:func:`_relay`: a whole ``200`` answer is written to the client from it in one pass
+(``h1scan.relay``: forwarded headers, the request id header, the body) and the upstream
+connection given back, without a response object; any other answer goes to
+:func:`_answered` in the scanner's block form or as lists.
 
 Anything else goes back to the app at the point reached, with a Request made then: no
 idle connection (the integration's own entry, the checks already passed), an answer that
