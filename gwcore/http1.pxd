@@ -30,6 +30,8 @@ cdef class Exchange:
     cdef public int reject
     cdef public object raw
     cdef public object lane
+    cdef public str rid
+    cdef public object start_ns
 
     cpdef unpack(self)
 

@@ -166,7 +166,7 @@ class Exchange:
     __slots__ = ("conn", "method", "path", "query", "headers", "http_version", "host",
                  "keep_alive", "expect_continue", "_chunks", "_buffered", "_complete",
                  "_waiter", "started", "head", "_mode", "_sent", "_declared", "done", "reject",
-                 "raw", "lane")
+                 "raw", "lane", "rid", "start_ns")
 
     def __init__(self, conn: "Connection"):
         self.conn = conn
@@ -186,6 +186,8 @@ class Exchange:
         self.reject = 0           # a status the head earned before the app sees it (431)
         self.raw = None           # a lane's request: the head, until unpack() reads it
         self.lane = None          # the forwarding lane (gwcore.lane) found for it
+        self.rid = ""             # ... and the request id and start (perf ns) it gave it
+        self.start_ns = 0
 
     def unpack(self) -> None:
         """Fill ``query`` and ``headers`` of a request a lane took (only its method, path
@@ -534,8 +536,15 @@ class Connection:
         ex._complete = True
         ex.raw = data
         ex.lane = lane
-        self.queue.append(ex)
-        self._pump()
+        if self.task is not None and self._next is None:
+            self.queue.append(ex)       # the connection's task takes it (as _pump would)
+            self._pump()
+            return
+        # what _pump and _start do for it: nothing is queued or pending, the path is known
+        self.current = ex
+        aw = self._dispatch(ex)
+        if aw is not None:
+            self._await(ex, aw)
 
     def eof_received(self):
         # a half-closed client may still be waiting for its answer (and those pipelined

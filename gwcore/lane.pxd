@@ -31,26 +31,20 @@ cdef class Lane:
     cdef public str method
     cdef public str client_path
     cdef public str client_host
+    cdef public str framing
 
-    @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, host=str, p=Pending, raw=object,
+    @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, host=str, raw=object,
                    head=object, sent=bint)
     cpdef object forward(self, Exchange ex, str peer)
 
 
-cdef class Pending:
-    cdef public Plan plan
-    cdef public Exchange ex
-    cdef public str peer
-    cdef public str rid
-    cdef public object start_ns
+@cython.locals(plan=Plan, status=int, headers=list)
+cpdef _answered(Exchange ex, UpstreamResponse resp, object exc, object retry)
 
 
-@cython.locals(plan=Plan, ex=Exchange, status=int, headers=list)
-cpdef _answered(Pending p, UpstreamResponse resp, object exc, object retry)
-
-
-@cython.locals(p=Pending, ex=Exchange, r=tuple)
+@cython.locals(ex=Exchange, r=tuple)
 cpdef bint _relay(Connection conn, bytes data)
 
 
-cpdef _done(Pending p, int status)
+@cython.locals(log_line=object)
+cpdef _done(Exchange ex, int status)

@@ -85,7 +85,7 @@ class Plan:
 class Lane:
     """A (method, path, Host) known to go to a planned route, and its upstream path."""
 
-    __slots__ = ("plan", "path", "method", "client_path", "client_host")
+    __slots__ = ("plan", "path", "method", "client_path", "client_host", "framing")
 
     def __init__(self, plan: Plan, path: str, method: str, client_path: str, client_host: str):
         self.plan = plan
@@ -93,6 +93,7 @@ class Lane:
         self.method = method              # the client's request line and Host (the key)
         self.client_path = client_path
         self.client_host = client_host
+        self.framing = _body_framing(method)
 
     def forward(self, ex, peer: str):
         """Forward the scanned request ``ex`` (the front end's Exchange). The serve_now
@@ -107,20 +108,19 @@ class Lane:
         for check in plan.checks:
             if not check():
                 return False
-        rid = _new_request_id()
-        start_ns = _perf_ns()
+        rid = ex.rid = _new_request_id()
+        start_ns = ex.start_ns = _perf_ns()
         host = plan.host_header
         if plan.pass_host and ex.host:
             host = ex.host
-        p = Pending(plan, ex, peer, rid, start_ns)
         raw = ex.raw
         head = None
         if raw is not None:
             # the upstream head written from the client's raw head in one pass
             head = _lane_head(raw, self.path, plan.fixed_query, host, peer, plan.fwd_port,
-                              _body_framing(ex.method))
+                              self.framing)
         if head is not None:
-            sent = pool.start_head(head, ex.method, plan.timeout, _answered, p, True, True)
+            sent = pool.start_head(head, ex.method, plan.timeout, _answered, ex, True, True)
         else:
             ex.unpack()
             q = ex.query
@@ -129,7 +129,7 @@ class Lane:
                 q = fq + "&" + q if q else fq
             sent = pool.start(ex.method, self.path + "?" + q if q else self.path,
                               _outgoing_headers(ex.headers, host, peer, "http", plan.fwd_port),
-                              plan.timeout, _answered, p)
+                              plan.timeout, _answered, ex)
         if sent:
             return True
         # no usable idle connection after all: the integration's own entry (the checks
@@ -141,32 +141,19 @@ class Lane:
         return plan.serve(ex, req, r)
 
 
-class Pending:
-    """A forwarded request waiting for its upstream's answer."""
-
-    __slots__ = ("plan", "ex", "peer", "rid", "start_ns")
-
-    def __init__(self, plan: Plan, ex, peer: str, rid: str, start_ns: int):
-        self.plan = plan
-        self.ex = ex
-        self.peer = peer
-        self.rid = rid
-        self.start_ns = start_ns
-
-
-def _answered(p: Pending, resp, exc, retry) -> None:
-    """The upstream callback (gwcore.h1client callback mode): a whole, small answer is
-    written here; anything else is the integration's, with a Request made now."""
-    plan = p.plan
-    ex = p.ex
+def _answered(ex, resp, exc, retry) -> None:
+    """The upstream callback (gwcore.h1client callback mode) for the forwarded request
+    ``ex`` (its lane, request id and start time set by Lane.forward): a whole, small answer
+    is written here; anything else is the integration's, with a Request made now."""
+    plan = ex.lane.plan
     try:
         if resp is not None:
             status = resp.status
             if resp.block is not None:
                 # taken whole by the scanner (block mode): forwarded headers come as lines
-                ex.response_lines(status, (resp.block, plan.rid_line, p.rid.encode("ascii"),
+                ex.response_lines(status, (resp.block, plan.rid_line, ex.rid.encode("ascii"),
                                            b"\r\n"), resp.block_date, resp.body_now())
-                _done(p, status)
+                _done(ex, status)
                 return
             cl = resp.content_length
             # (has_body() is False for HEAD, 204 and 304 answers)
@@ -174,13 +161,13 @@ def _answered(p: Pending, resp, exc, retry) -> None:
                 body = resp.body_now()
                 if body is not None:
                     headers = resp.forward_headers()
-                    headers.append((plan.rid_header, p.rid))
+                    headers.append((plan.rid_header, ex.rid))
                     ex.response_bytes(status, headers, body)
-                    _done(p, status)
+                    _done(ex, status)
                     return
-        req = plan.make_request(ex, p.peer, p.rid, p.start_ns)
+        req = plan.make_request(ex, ex.conn.peer, ex.rid, ex.start_ns)
     except Exception:       # never into the upstream connection's protocol callbacks
-        log.exception("request %s: forwarding the answer failed", p.rid)
+        log.exception("request %s: forwarding the answer failed", ex.rid)
         ex.complete()       # the front end answers 500 when nothing was written
         return
     plan.on_upstream(req, resp, exc, retry)
@@ -192,23 +179,22 @@ def _relay(conn, data: bytes) -> bool:
     scanner's kind, the client's answer is written from it in one pass (h1scan.relay: the
     bytes Exchange.response_lines writes), the connection is given back and the request
     finished: True. Else False, with nothing done (the block-mode path then)."""
-    p = conn._cb_arg
-    ex = p.ex
+    ex = conn._cb_arg
     try:
-        r = _relay_answer(data, _OK_LINE, _CLOCK.date, p.plan.rid_line, p.rid,
+        r = _relay_answer(data, _OK_LINE, _CLOCK.date, ex.lane.plan.rid_line, ex.rid,
                           not ex.conn._keep(ex))
         if r is None or ex.started:
             return False
         ex.started = True
         ex.conn._write(r[0])
     except Exception:       # never into the upstream connection's protocol callbacks
-        log.exception("request %s: forwarding the answer failed", p.rid)
+        log.exception("request %s: forwarding the answer failed", ex.rid)
         return False
     conn._relayed(r[1])
     try:
-        _done(p, 200)
+        _done(ex, 200)
     except Exception:
-        log.exception("request %s: forwarding the answer failed", p.rid)
+        log.exception("request %s: forwarding the answer failed", ex.rid)
         ex.complete()
     return True
 
@@ -216,7 +202,8 @@ def _relay(conn, data: bytes) -> bool:
 _h1client.relay_hook = _relay
 
 
-def _done(p: Pending, status: int) -> None:
-    if p.plan.log is not None:
-        p.plan.log(p.ex, p.peer, status, p.rid, p.start_ns)
-    p.ex.complete()
+def _done(ex, status: int) -> None:
+    log_line = ex.lane.plan.log
+    if log_line is not None:
+        log_line(ex, ex.conn.peer, status, ex.rid, ex.start_ns)
+    ex.complete()
