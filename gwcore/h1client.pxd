@@ -115,6 +115,8 @@ cdef class UpstreamPool:
     cdef public bint _closed
     cdef public object _sweeper
     cdef public set _conns
+    cdef public double _idle_timeout
+    cdef public Py_ssize_t _max_idle
 
     cpdef bint ready(self)
 

@@ -1089,6 +1089,8 @@ class UpstreamPool:
         "_closed",
         "_sweeper",
         "_conns",
+        "_idle_timeout",
+        "_max_idle",
     )
 
     def __init__(
@@ -1104,6 +1106,9 @@ class UpstreamPool:
         self.port = port
         self.unix_path = unix_path
         self.settings = settings
+        # read on every request: kept here as plain numbers (settings are frozen)
+        self._idle_timeout = float(settings.idle_timeout)
+        self._max_idle = int(settings.max_idle)
         self.source_address = source_address
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[Connection] = []  # oldest first; reuse takes the newest (warm)
@@ -1236,7 +1241,7 @@ class UpstreamPool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if now - conn.idle_since < self.settings.idle_timeout:
+            if now - conn.idle_since < self._idle_timeout:
                 conn.state = ACTIVE
                 self._in_use += 1
                 return conn
@@ -1351,7 +1356,7 @@ class UpstreamPool:
         conn.idle_since = loop.time()
         idle = self._idle
         idle.append(conn)
-        if len(idle) > self.settings.max_idle:
+        if len(idle) > self._max_idle:
             old = idle.pop(0)
             old.state = DETACHED
             old._close()

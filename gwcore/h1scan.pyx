@@ -13,7 +13,6 @@ sentinel: no table admits byte 0, so every scanning loop stops at the end of the
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
                               PyUnicode_GET_LENGTH, PyUnicode_KIND)
-from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy
 
 cdef extern from "Python.h":
@@ -256,6 +255,21 @@ cdef tuple _request_tuple(const unsigned char* s, _Req* r):
         query = PyUnicode_DecodeLatin1(<const char*>s + r.q + 1, r.pe - r.q - 1, NULL)
     host = "" if r.hs < 0 else PyUnicode_DecodeLatin1(<const char*>s + r.hs, r.hl, NULL)
     return (_METHODS[r.method], path, query, headers, host, r.keep)
+
+
+cdef inline Py_ssize_t _digits(char* out, long long v):
+    """``v`` (>= 0) in decimal at ``out``; how many digits."""
+    cdef char tmp[24]
+    cdef Py_ssize_t n = 0, k
+    while True:
+        tmp[n] = <char>(0x30 + v % 10)
+        n += 1
+        v //= 10
+        if v == 0:
+            break
+    for k in range(n):
+        out[k] = tmp[n - 1 - k]
+    return n
 
 
 cdef inline Py_ssize_t _put(char* out, Py_ssize_t pos, const void* src, Py_ssize_t n):
@@ -560,7 +574,7 @@ cdef object _scan_response(bytes data, bint block_mode, bytes ok_line=None, byte
         # relay(): the whole answer around the header lines
         if status != 200 or cl > RELAY_MAX:
             return None
-        ncl = snprintf(clbuf, 24, b"%lld", cl)
+        ncl = _digits(clbuf, cl)
         nrid = PyUnicode_GET_LENGTH(rid)
         block = PyBytes_FromStringAndSize(
             NULL, PyBytes_GET_SIZE(ok_line) + (0 if has_date else PyBytes_GET_SIZE(date)) + total
@@ -702,7 +716,7 @@ def answer(tuple parts, bytes body, bint close):
     cdef Py_ssize_t total = 0, pos = 0, nb = PyBytes_GET_SIZE(body), n
     cdef object part
     cdef char cl[24]
-    cdef int ncl = snprintf(cl, 24, b"%zd", nb)
+    cdef Py_ssize_t ncl = _digits(cl, nb)
     cdef char* out
     for part in parts:
         total += PyBytes_GET_SIZE(<bytes?>part)

@@ -7,6 +7,11 @@ cimport cython
 cpdef bytes encode_head(int status, object headers, str framing, bint keep_alive)
 
 
+cdef class _Clock:
+    cdef public bytes date
+    cdef public object _sec
+
+
 cdef class Exchange:
     cdef public Connection conn
     cdef public str method

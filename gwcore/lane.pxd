@@ -4,7 +4,10 @@
 cimport cython
 
 from gwcore.h1client cimport Connection, UpstreamPool, UpstreamResponse
-from gwcore.http1 cimport Exchange
+from gwcore.http1 cimport Exchange, _Clock
+
+
+cdef _Clock _CLOCK
 
 
 cdef class Plan:
