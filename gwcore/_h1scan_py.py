@@ -49,7 +49,7 @@ _HOP = frozenset(("te", "trailer", "upgrade", "keep-alive", "proxy-connection",
 _REFUSED = frozenset(("transfer-encoding", "upgrade", "expect", "proxy-connection"))
 _CONN = {"keep-alive": True, "close": False}
 #: what gwcore.h1client.REQUEST_DROP names (h1client imports this module, so it is written
-#: again here; tests/gwcore/test_h1scan.py checks that the two agree)
+#: again here; tests/gwcore/test_h1scan_lane.py checks that the two agree)
 _REQUEST_DROP = _HOP | frozenset((
     "connection", "transfer-encoding", "host", "content-length", "x-forwarded-for",
     "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host", "forwarded"))

@@ -10,6 +10,7 @@ tests/gwcore/test_h1scan.py checks differentially against llhttp on both twins.
 The bytes object's terminating NUL (CPython keeps one after every bytes' data) is the
 sentinel: no table admits byte 0, so every scanning loop stops at the end of the data.
 """
+from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
                               PyUnicode_GET_LENGTH, PyUnicode_KIND)
@@ -132,35 +133,12 @@ cdef inline Py_ssize_t _field(const unsigned char* s, Py_ssize_t i, Py_ssize_t* 
 
 
 cdef struct _Req:
-    int method              # index into _METHODS
+    PyObject* method        # one of the module's method str (they live as long as it)
     Py_ssize_t ps, q, pe    # path start, its first '?' (-1: none), target end
     Py_ssize_t hs, hl       # the first Host value's span (hs -1: none)
     Py_ssize_t fields       # where the header lines start
     Py_ssize_t nf           # how many there are
     bint keep               # keep-alive (no Connection: close)
-
-
-cdef tuple _METHODS = (_GET, _HEAD, _POST, _PUT, _DELETE, _OPTIONS, _PATCH)
-
-
-cdef inline int _method_index(const unsigned char* s, Py_ssize_t n):
-    """The index in _METHODS of the method ``s[:n]``; -1 for one not taken."""
-    cdef str m = _method(s, n)
-    if m is None:
-        return -1
-    if m is _GET:
-        return 0
-    if m is _HEAD:
-        return 1
-    if m is _POST:
-        return 2
-    if m is _PUT:
-        return 3
-    if m is _DELETE:
-        return 4
-    if m is _OPTIONS:
-        return 5
-    return 6
 
 
 cdef bint _scan_req(const unsigned char* s, Py_ssize_t n, Py_ssize_t limit, _Req* r):
@@ -174,13 +152,15 @@ cdef bint _scan_req(const unsigned char* s, Py_ssize_t n, Py_ssize_t limit, _Req
     cdef unsigned char lname[64]
     cdef bint seen_cl = False
     cdef int cv
+    cdef str m
     while 0x41 <= s[i] <= 0x5A:
         i += 1
     if s[i] != 0x20:
         return False
-    r.method = _method_index(s, i)
-    if r.method < 0:
+    m = _method(s, i)
+    if m is None:
         return False
+    r.method = <PyObject*>m
     i += 1
     r.ps = i
     r.q = -1
@@ -254,7 +234,7 @@ cdef tuple _request_tuple(const unsigned char* s, _Req* r):
         path = PyUnicode_DecodeLatin1(<const char*>s + r.ps, r.q - r.ps, NULL)
         query = PyUnicode_DecodeLatin1(<const char*>s + r.q + 1, r.pe - r.q - 1, NULL)
     host = "" if r.hs < 0 else PyUnicode_DecodeLatin1(<const char*>s + r.hs, r.hl, NULL)
-    return (_METHODS[r.method], path, query, headers, host, r.keep)
+    return (<object>r.method, path, query, headers, host, r.keep)
 
 
 cdef inline Py_ssize_t _digits(char* out, long long v):
@@ -321,9 +301,12 @@ def lane_key(str method, str path, str host):
 
 
 cdef inline bint _request_drop(const unsigned char* s, Py_ssize_t n, bint close):
-    """A request header name (any case) the gateway does not forward as sent: hop-by-hop,
-    framing, and what it sets itself (gwcore.h1client.REQUEST_DROP), and "close" after a
-    ``Connection: close`` (it drops the names Connection lists)."""
+    """A request header name (any case) the gateway does not forward as sent: hop-by-hop
+    (:func:`_hop`, Connection, Transfer-Encoding), framing and what it sets itself
+    (gwcore.h1client.REQUEST_DROP), and "close" after a ``Connection: close`` (it drops the
+    names Connection lists)."""
+    if _hop(s, n):
+        return True
     if n == 4:
         return _ieq(s, n, b"host")
     if n == 5:
@@ -331,17 +314,16 @@ cdef inline bint _request_drop(const unsigned char* s, Py_ssize_t n, bint close)
     if n == 9:
         return _ieq(s, n, b"forwarded")
     if n == 10:
-        return _ieq(s, n, b"connection") or _ieq(s, n, b"keep-alive")
+        return _ieq(s, n, b"connection")
     if n == 14:
         return _ieq(s, n, b"content-length")
     if n == 15:
         return _ieq(s, n, b"x-forwarded-for")
     if n == 16:
-        return (_ieq(s, n, b"x-forwarded-port") or _ieq(s, n, b"x-forwarded-host") or
-                _ieq(s, n, b"proxy-connection"))
+        return _ieq(s, n, b"x-forwarded-port") or _ieq(s, n, b"x-forwarded-host")
     if n == 17:
         return _ieq(s, n, b"x-forwarded-proto") or _ieq(s, n, b"transfer-encoding")
-    return _hop(s, n)
+    return False
 
 
 def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd_port,
@@ -357,7 +339,7 @@ def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd
     cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t i, j, k, ns, nl, vs, vl, total, pos = 0, nq, nxff = 0, xffl = 0
     cdef Py_ssize_t spans[4 * MAX_FIELDS]
-    cdef unsigned char keep[MAX_FIELDS]
+    cdef unsigned char keep[MAX_FIELDS]    # per line: 0 dropped, 1 forwarded, 2 X-Forwarded-For
     cdef char* out
     cdef str piece
     for piece in (path, fixed_query, host, peer, fwd_port, framing):
@@ -366,7 +348,7 @@ def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd
     if not _scan_req(s, PyBytes_GET_SIZE(data), PY_SSIZE_T_MAX, &r) or r.nf > MAX_FIELDS:
         return None
     nq = r.pe - r.q - 1 if r.q >= 0 else 0
-    method = _METHODS[r.method]
+    method = <str>r.method
     total = (PyUnicode_GET_LENGTH(method) + 1 + PyUnicode_GET_LENGTH(path) + 11
              + 6 + PyUnicode_GET_LENGTH(host) + 2
              + 17 + PyUnicode_GET_LENGTH(peer) + 2
@@ -385,6 +367,7 @@ def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd
         spans[4 * j + 3] = vl
         keep[j] = 0
         if nl == 15 and _ieq(s + ns, nl, b"x-forwarded-for"):
+            keep[j] = 2
             xffl += vl + (2 if nxff else 0)
             nxff += 1
         elif not _request_drop(s + ns, nl, not r.keep):
@@ -408,7 +391,7 @@ def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd
         pos = _put(out, pos + 1, s + r.q + 1, nq)
     pos = _put(out, pos, b" HTTP/1.1\r\n", 11)
     for j in range(r.nf):
-        if not keep[j]:
+        if keep[j] != 1:
             continue
         ns = spans[4 * j]
         nl = spans[4 * j + 1]
@@ -427,8 +410,7 @@ def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd
     if nxff:
         k = 0
         for j in range(r.nf):
-            nl = spans[4 * j + 1]
-            if nl == 15 and _ieq(s + spans[4 * j], nl, b"x-forwarded-for"):
+            if keep[j] == 2:
                 if k:
                     pos = _put(out, pos, b", ", 2)
                 pos = _put(out, pos, s + spans[4 * j + 2], spans[4 * j + 3])
