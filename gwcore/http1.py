@@ -536,15 +536,7 @@ class Connection:
         ex._complete = True
         ex.raw = data
         ex.lane = lane
-        if self.task is not None and self._next is None:
-            self.queue.append(ex)       # the connection's task takes it (as _pump would)
-            self._pump()
-            return
-        # what _pump and _start do for it: nothing is queued or pending, the path is known
-        self.current = ex
-        aw = self._dispatch(ex)
-        if aw is not None:
-            self._await(ex, aw)
+        self._start(ex)     # (nothing is queued or current: no round through _pump)
 
     def eof_received(self):
         # a half-closed client may still be waiting for its answer (and those pipelined

@@ -51,7 +51,7 @@ _perf_ns = time.perf_counter_ns
 
 #: answers up to this size (with a Content-Length) arrive whole and are written at once
 SMALL_RESPONSE = 256 * 1024
-#: (Host, method, path) triples remembered per app; the table is emptied when full
+#: lanes remembered per app (one per method, path and Host); the table is emptied when full
 LANES_MAX = 8192
 
 

@@ -218,10 +218,7 @@ class GatewayApp:
         """Remember that ``ex``'s Host, method and path go to ``route`` (a planned one): the
         front end forwards the next such requests through the lane. (A request that comes
         here although its lane exists was handed back by it: nothing to add then.)"""
-        try:
-            key = _lane_key(ex.method, ex.path, ex.host)
-        except UnicodeError:        # pragma: no cover - the scanner takes latin-1 heads only
-            return
+        key = _lane_key(ex.method, ex.path, ex.host)     # (both front-end paths give latin-1 str)
         lanes = self.lanes
         if key in lanes:
             return
