@@ -15,12 +15,12 @@ six typical headers.
 from __future__ import annotations
 
 import sys
-import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gwcore  # noqa: E402
+from _timing import bench_ns, best_ns  # noqa: E402
 
 HEADERS = [("host", "api.example.com"), ("user-agent", "wrk"), ("accept", "application/json"),
            ("accept-encoding", "gzip"), ("x-request-id", "abc"), ("connection", "keep-alive")]
@@ -47,9 +47,7 @@ def main() -> None:
     for name, mod in gwcore.twins("cachekey"):
         for case in CASES:
             op = _op(mod, case)
-            n = 200_000
-            best = min(timeit.repeat(op, number=n, repeat=5))
-            print(f"{name:8} {case:6} {best / n * 1e9:8.0f}")
+            print(f"{name:8} {case:6} {best_ns(op, 200_000):8.0f}")
 
 
 try:
@@ -67,8 +65,7 @@ if pytest is not None and __name__ != "__main__":
         benchmark.group = f"cachekey {case}"
         op = _op(mod, case)
         assert len(op()) == 16
-        benchmark(op)
-        benchmark.extra_info["ns_per_op"] = benchmark.stats.stats.median * 1e9
+        bench_ns(benchmark, op)
 
 if __name__ == "__main__":
     main()

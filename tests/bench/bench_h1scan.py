@@ -31,12 +31,12 @@ return the same value.
 from __future__ import annotations
 
 import sys
-import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gwcore  # noqa: E402
+from _timing import bench_ns, best_ns  # noqa: E402
 
 LIMIT = 16384   # gwcore.http1.FrontendServer's default max_header_bytes
 
@@ -129,8 +129,7 @@ def main(n: int | None = None) -> None:
         for case in CASES:
             op = _op(mod, case)
             k = n or (200_000 if name == "cython" else 20_000)
-            best = min(timeit.repeat(op, number=k, repeat=5))
-            print(f"{name:8} {case:12} {best / k * 1e9:8.0f}")
+            print(f"{name:8} {case:12} {best_ns(op, k):8.0f}")
 
 
 try:
@@ -147,9 +146,7 @@ if pytest is not None and __name__ != "__main__":
         mod = dict(gwcore.twins("h1scan"))[twin]
         benchmark.group = f"h1scan {case}"
         check(case)
-        benchmark(_op(mod, case))
-        if benchmark.stats is not None:      # None under --benchmark-disable
-            benchmark.extra_info["ns_per_op"] = benchmark.stats.stats.median * 1e9
+        bench_ns(benchmark, _op(mod, case))
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else None)

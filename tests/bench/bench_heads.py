@@ -33,12 +33,12 @@ gateway's Date, set once a second by each twin's own clock, is compared as a pla
 from __future__ import annotations
 
 import sys
-import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gwcore  # noqa: E402
+from _timing import bench_ns, best_ns  # noqa: E402
 
 BODY_FRAMING = "content-length: 24\r\n"     # loadtests/harness.py BACKEND_BODY is 24 bytes
 APP_HEADERS = [("content-type", "application/json")]
@@ -135,8 +135,7 @@ def main(n: int | None = None) -> None:
                 continue
             op = _op(mod, case)
             k = n or (200_000 if name == "cython" else 50_000)
-            best = min(timeit.repeat(op, number=k, repeat=5))
-            print(f"{name:8} {case:16} {best / k * 1e9:8.0f}")
+            print(f"{name:8} {case:16} {best_ns(op, k):8.0f}")
 
 
 try:
@@ -158,9 +157,7 @@ if pytest is not None and __name__ != "__main__":
             pytest.skip(f"gwcore.{_module(case)} has no {twin} twin here")
         benchmark.group = f"heads {case}"
         check(case)
-        benchmark(_op(mod, case))
-        if benchmark.stats is not None:      # None under --benchmark-disable
-            benchmark.extra_info["ns_per_op"] = benchmark.stats.stats.median * 1e9
+        bench_ns(benchmark, _op(mod, case))
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -25,12 +25,12 @@ import os
 import sys
 import tempfile
 import time
-import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gwcore  # noqa: E402
+from _timing import bench_ns, best_ns  # noqa: E402
 
 BIG = 1e15
 
@@ -60,16 +60,16 @@ CASES = ("bucket", "table1", "table3", "shared3", "plan")
 
 def main() -> None:
     tmp = tempfile.mkdtemp(prefix="gwrl-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    base = min(timeit.repeat(time.monotonic, number=200_000, repeat=5)) / 200_000 * 1e9
+    base = best_ns(time.monotonic, 200_000)
     print(f"time.monotonic() alone: {base:.0f} ns (included below)")
     print(f"{'twin':8} {'case':8} {'ns/op':>8}")
     for name, mod in gwcore.twins("ratelimit"):
         for case in CASES:
             op, close = _op(mod, case, tmp)
             n = 200_000 if name == "cython" else 50_000
-            best = min(timeit.repeat(op, number=n, repeat=5))
+            ns = best_ns(op, n)
             close()
-            print(f"{name:8} {case:8} {best / n * 1e9:8.0f}")
+            print(f"{name:8} {case:8} {ns:8.0f}")
     __import__("shutil").rmtree(tmp, ignore_errors=True)
 
 
@@ -89,9 +89,8 @@ if pytest is not None and __name__ != "__main__":
         op, close = _op(mod, case, str(tmp_path))
         r = op()
         assert r == 0.0 or r == (-1, 0.0)
-        benchmark(op)
+        bench_ns(benchmark, op)
         close()
-        benchmark.extra_info["ns_per_op"] = benchmark.stats.stats.median * 1e9
 
 if __name__ == "__main__":
     main()

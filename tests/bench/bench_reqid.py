@@ -19,13 +19,13 @@ not to repeat.
 from __future__ import annotations
 
 import sys
-import timeit
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gwcore  # noqa: E402
+from _timing import bench_ns, best_ns  # noqa: E402
 
 
 def check(mod) -> None:
@@ -50,8 +50,7 @@ def main(n: int | None = None) -> None:
     rows = [(name, mod.new_request_id) for name, mod in twins]
     for name, op in rows + [("uuid4", _uuid4)]:
         k = n or (500_000 if name == "cython" else 100_000)
-        best = min(timeit.repeat(op, number=k, repeat=5))
-        print(f"{name:8} {best / k * 1e9:8.0f}")
+        print(f"{name:8} {best_ns(op, k):8.0f}")
 
 
 try:
@@ -67,9 +66,7 @@ if pytest is not None and __name__ != "__main__":
         mod = dict(gwcore.twins("reqid"))[twin]
         benchmark.group = "reqid new_request_id"
         check(mod)
-        benchmark(mod.new_request_id)
-        if benchmark.stats is not None:      # None under --benchmark-disable
-            benchmark.extra_info["ns_per_op"] = benchmark.stats.stats.median * 1e9
+        bench_ns(benchmark, mod.new_request_id)
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else None)
