@@ -118,15 +118,20 @@ def test_not_latin1_is_declined():
         assert mod.lane_head(CORPUS[0], "/p\u20ac", "", "h", "p", "1", "") is None
 
 
-def test_seeded_mutations():
-    rng = random.Random(7)
-    seeds = CORPUS[:7]
-    taken = 0
-    for _ in range(6000):
+def mutants(seed: int, seeds: list, rounds: int, most: int, lines=None):
+    """``rounds`` seeded mutants of ``seeds``: each 1 to ``most`` mutations of one of them
+    (tests.h1wire.mutate, with ``lines`` as its header lines when given)."""
+    rng = random.Random(seed)
+    extra = () if lines is None else (lines,)
+    for _ in range(rounds):
         data = rng.choice(seeds)
-        for _ in range(rng.randrange(1, 4)):
-            data = mutate(rng, data, seeds, EXTRA_LINES)
-        taken += check(data)
+        for _ in range(rng.randrange(1, most + 1)):
+            data = mutate(rng, data, seeds, *extra)
+        yield data
+
+
+def test_seeded_mutations():
+    taken = sum(check(data) for data in mutants(7, CORPUS[:7], 6000, 3, EXTRA_LINES))
     assert taken > 1000          # the mutations keep many inputs takeable
 
 
@@ -192,12 +197,5 @@ def test_relay_exact():
 
 
 def test_relay_seeded_mutations():
-    rng = random.Random(11)
-    seeds = RESPONSES[:3]
-    taken = 0
-    for _ in range(4000):
-        data = rng.choice(seeds)
-        for _ in range(rng.randrange(1, 3)):
-            data = mutate(rng, data, seeds)
-        taken += check_relay(data)
+    taken = sum(check_relay(data) for data in mutants(11, RESPONSES[:3], 4000, 2))
     assert taken > 500
