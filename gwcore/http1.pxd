@@ -81,6 +81,7 @@ cdef class Connection:
     cdef public bint eof
     cdef public dict lanes
 
+    cpdef Exchange _whole(self, str method, object path, str host, bint keep)
     cpdef _scanned(self, tuple r)
     cpdef _laned(self, object lane, bint keep, bytes data)
     cpdef _pause_reading(self)

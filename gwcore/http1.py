@@ -508,35 +508,35 @@ class Connection:
         if self.current is None and self.queue and not self.closed:
             self._pump()
 
-    def _scanned(self, r: tuple):
-        """A request taken by the scanner: the Exchange llhttp's callbacks would have made
-        of it, started at once."""
+    def _whole(self, method: str, path: str, host: str, keep: bool) -> Exchange:
+        """The Exchange of a whole body-less HTTP/1.1 request the scanner took."""
         ex = Exchange(self)
         self.header_bytes = 0     # (idle_since: set again when it is answered)
-        method, ex.path, ex.query, ex.headers, ex.host, ex.keep_alive = r
         ex.method = method
+        ex.path = path
+        ex.host = host
+        ex.keep_alive = keep
         ex.http_version = "1.1"
         ex.head = method == "HEAD"
         ex._complete = True
-        self.queue.append(ex)
-        self._pump()
+        return ex
+
+    def _scanned(self, r: tuple):
+        """A request taken by the scanner: the Exchange llhttp's callbacks would have made
+        of it, started at once (nothing is queued or current: no round through _pump)."""
+        ex = self._whole(r[0], r[1], r[4], r[5])
+        ex.query = r[2]
+        ex.headers = r[3]
+        self._start(ex)
 
     def _laned(self, lane, keep: bool, data: bytes):
         """A request the scanner took and found a forwarding lane for: an Exchange that
         knows its method, path and Host (the lane's) and keeps the raw head for the rest."""
-        ex = Exchange(self)
-        self.header_bytes = 0
-        ex.method = lane.method
-        ex.path = lane.client_path
-        ex.host = lane.client_host
+        ex = self._whole(lane.method, lane.client_path, lane.client_host, keep)
         ex.query = ""
-        ex.keep_alive = keep
-        ex.http_version = "1.1"
-        ex.head = lane.method == "HEAD"
-        ex._complete = True
         ex.raw = data
         ex.lane = lane
-        self._start(ex)     # (nothing is queued or current: no round through _pump)
+        self._start(ex)
 
     def eof_received(self):
         # a half-closed client may still be waiting for its answer (and those pipelined
