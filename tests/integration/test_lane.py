@@ -686,7 +686,7 @@ def test_client_gone_while_the_lane_waits(tmp_path):
 def test_whole_200_answers_are_relayed(tmp_path, monkeypatch):
     """A lane's whole 200 answer in one upstream read is written from that read (the relay,
     lane._relay, no response object made); any other answer is declined by it and goes the
-    block-mode path; a client gone meanwhile still gives the upstream connection back."""
+    block-mode path; an upstream that closes after a relayed answer is not used again."""
     h1client = gwcore.load("h1client")
     relay = proxy.app._lane_mod._relay
     seen: list[bool] = []
