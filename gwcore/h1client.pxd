@@ -42,6 +42,7 @@ cdef class Connection:
     cdef public UpstreamPool pool
     cdef public object loop
     cdef public object transport
+    cdef public object _twrite
     cdef public object parser
     cdef public int state
     cdef public long requests
@@ -120,6 +121,7 @@ cdef class UpstreamPool:
 
     cpdef bint ready(self)
 
+    @cython.locals(conn=Connection)
     cpdef Connection _take_idle(self, double now)
     cpdef bint start(self, str method, str target, list headers, double timeout, object cb,
                      object arg)

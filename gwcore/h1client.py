@@ -285,6 +285,7 @@ class Connection:
         "pool",
         "loop",
         "transport",
+        "_twrite",
         "parser",
         "state",
         "requests",
@@ -327,6 +328,7 @@ class Connection:
         self.pool = pool
         self.loop = loop
         self.transport: Any = None
+        self._twrite: Any = None    # transport.write, looked up once
         self.parser = HttpResponseParser(self)
         self.state = DETACHED
         self.requests = 0
@@ -369,6 +371,7 @@ class Connection:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self._twrite = transport.write
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -779,7 +782,7 @@ class Connection:
         self._deliver = False
         self._block = block
         self._arm(deadline)
-        self.transport.write(head)
+        self._twrite(head)
 
     def _materialize(self) -> None:
         """A relayed request the relay did not finish: the response and body state that

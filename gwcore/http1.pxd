@@ -12,6 +12,14 @@ cdef class _Clock:
     cdef public object _sec
 
 
+cdef class LaneBase:
+    cdef public str method
+    cdef public str client_path
+    cdef public str client_host
+
+    cpdef object forward(self, Exchange ex, str peer)
+
+
 cdef class Exchange:
     cdef public Connection conn
     cdef public str method
@@ -34,7 +42,7 @@ cdef class Exchange:
     cdef public bint done
     cdef public int reject
     cdef public object raw
-    cdef public object lane
+    cdef public LaneBase lane
     cdef public str rid
     cdef public object start_ns
 
@@ -80,10 +88,11 @@ cdef class Connection:
     cdef public bint _pumping
     cdef public bint eof
     cdef public dict lanes
+    cdef public object _twrite
 
     cpdef Exchange _whole(self, str method, object path, str host, bint keep)
     cpdef _scanned(self, tuple r)
-    cpdef _laned(self, object lane, bint keep, bytes data)
+    cpdef _laned(self, LaneBase lane, bint keep, bytes data)
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)
     cpdef _pause_body(self)
@@ -91,6 +100,7 @@ cdef class Connection:
     cpdef _write(self, object data)
     cpdef bint _keep(self, Exchange ex)
     cpdef _start(self, Exchange ex)
+    @cython.locals(lane=LaneBase)
     cpdef object _dispatch(self, Exchange ex)
     cpdef _complete(self, Exchange ex)
     cpdef _await(self, Exchange ex, object aw)

@@ -160,6 +160,24 @@ class ClientGone(ConnectionError):
     """The client closed the connection before the exchange finished."""
 
 
+class LaneBase:
+    """What the front end knows of a forwarding lane (gwcore.lane.Lane is one): the
+    client's method, raw path and Host it was found for, and :meth:`forward`. A base here so
+    that compiled, reading these and calling forward are C accesses, not Python lookups."""
+
+    __slots__ = ("method", "client_path", "client_host")
+
+    def __init__(self, method: str, client_path: str, client_host: str):
+        self.method = method
+        self.client_path = client_path
+        self.client_host = client_host
+
+    def forward(self, ex: "Exchange", peer: str):
+        """The serve_now contract for the scanned request ``ex``: True, an awaitable, or
+        False (nothing done: the app's path takes it)."""
+        return False
+
+
 class Exchange:
     """One request on a connection: body in, response out."""
 
@@ -390,13 +408,14 @@ class Connection:
                  "current", "parsing", "queue", "url", "hname", "header_bytes",
                  "read_paused", "write_paused", "_drain_waiter", "idle_since",
                  "in_headers", "task", "lingering", "_discard", "max_header", "head_bytes",
-                 "pending_reject", "_next", "_handoff", "_pumping", "eof", "lanes")
+                 "pending_reject", "_next", "_handoff", "_pumping", "eof", "lanes", "_twrite")
 
     def __init__(self, server: "FrontendServer"):
         self.server = server
         self.app = server.app
         self.loop = server.loop
         self.transport = None
+        self._twrite = None      # transport.write, looked up once
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
         self.closed = False
@@ -427,6 +446,7 @@ class Connection:
     # -- asyncio protocol ----------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self._twrite = transport.write
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0] if isinstance(peer, tuple) else str(peer)
@@ -529,7 +549,7 @@ class Connection:
         ex.headers = r[3]
         self._start(ex)
 
-    def _laned(self, lane, keep: bool, data: bytes):
+    def _laned(self, lane: LaneBase, keep: bool, data: bytes):
         """A request the scanner took and found a forwarding lane for: an Exchange that
         knows its method, path and Host (the lane's) and keeps the raw head for the rest."""
         ex = self._whole(lane.method, lane.client_path, lane.client_host, keep)
@@ -638,10 +658,10 @@ class Connection:
 
     def _write(self, data: bytes):
         if not self.closed:
-            self.transport.write(data)
+            self._twrite(data)
 
     def _keep(self, ex: Exchange) -> bool:
-        return ex.keep_alive and not self.server.draining and ex.body_complete
+        return ex.keep_alive and ex._complete and not self.server.draining
 
     # -- requests ------------------------------------------------------------------------
     def _start(self, ex: Exchange):
@@ -757,7 +777,7 @@ class Connection:
             self.transport.abort() if ex._mode in (1, 2) else self.transport.close()
             return
         if not self._keep(ex):
-            if not ex.body_complete and not self.server.draining:
+            if not ex._complete and not self.server.draining:
                 self._linger()
             else:
                 self.transport.close()
@@ -771,6 +791,8 @@ class Connection:
         a pending reject, or read on."""
         if self._pumping:
             return              # the _pump() further up the stack goes on
+        if not self.read_paused and not self.queue and self.pending_reject is None and not self.eof:
+            return              # nothing waits and reading is on (the commonest end)
         self._pumping = True
         try:
             while self.current is None and not self.closed and not self.transport.is_closing():

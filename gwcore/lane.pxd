@@ -4,7 +4,7 @@
 cimport cython
 
 from gwcore.h1client cimport Connection, UpstreamPool, UpstreamResponse
-from gwcore.http1 cimport Exchange, _Clock
+from gwcore.http1 cimport Exchange, LaneBase, _Clock
 
 
 cdef _Clock _CLOCK
@@ -28,12 +28,9 @@ cdef class Plan:
     cdef public object log
 
 
-cdef class Lane:
+cdef class Lane(LaneBase):
     cdef public Plan plan
     cdef public str path
-    cdef public str method
-    cdef public str client_path
-    cdef public str client_host
     cdef public str framing
 
     @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, host=str, raw=object,
@@ -41,13 +38,13 @@ cdef class Lane:
     cpdef object forward(self, Exchange ex, str peer)
 
 
-@cython.locals(plan=Plan, status=int, headers=list)
+@cython.locals(lane=Lane, plan=Plan, status=int, headers=list)
 cpdef _answered(Exchange ex, UpstreamResponse resp, object exc, object retry)
 
 
-@cython.locals(ex=Exchange, r=tuple)
+@cython.locals(ex=Exchange, lane=Lane, r=tuple)
 cpdef bint _relay(Connection conn, bytes data)
 
 
-@cython.locals(log_line=object)
+@cython.locals(lane=Lane, log_line=object)
 cpdef _done(Exchange ex, int status)

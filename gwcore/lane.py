@@ -45,6 +45,7 @@ _h1scan = gwcore.load("h1scan")
 _lane_head = _h1scan.lane_head
 _relay_answer = _h1scan.relay
 _http1 = gwcore.load("http1")
+from gwcore.http1 import LaneBase  # (compiled: the C type, cimported in lane.pxd)
 _CLOCK = _http1.CLOCK
 _OK_LINE = _http1.status_line(200)
 _perf_ns = time.perf_counter_ns
@@ -82,17 +83,16 @@ class Plan:
         self.log = log                    # (ex, peer, status, rid, start_ns) or None
 
 
-class Lane:
+class Lane(LaneBase):
     """A (method, path, Host) known to go to a planned route, and its upstream path."""
 
-    __slots__ = ("plan", "path", "method", "client_path", "client_host", "framing")
+    __slots__ = ("plan", "path", "framing")
 
     def __init__(self, plan: Plan, path: str, method: str, client_path: str, client_host: str):
+        # (the client's request line and Host, the key: LaneBase's)
+        LaneBase.__init__(self, method, client_path, client_host)
         self.plan = plan
         self.path = path                  # the upstream path, rendered from the parameters
-        self.method = method              # the client's request line and Host (the key)
-        self.client_path = client_path
-        self.client_host = client_host
         self.framing = _body_framing(method)
 
     def forward(self, ex, peer: str):
@@ -145,7 +145,8 @@ def _answered(ex, resp, exc, retry) -> None:
     """The upstream callback (gwcore.h1client callback mode) for the forwarded request
     ``ex`` (its lane, request id and start time set by Lane.forward): a whole, small answer
     is written here; anything else is the integration's, with a Request made now."""
-    plan = ex.lane.plan
+    lane = ex.lane
+    plan = lane.plan
     try:
         if resp is not None:
             status = resp.status
@@ -180,8 +181,9 @@ def _relay(conn, data: bytes) -> bool:
     bytes Exchange.response_lines writes), the connection is given back and the request
     finished: True. Else False, with nothing done (the block-mode path then)."""
     ex = conn._cb_arg
+    lane = ex.lane
     try:
-        r = _relay_answer(data, _OK_LINE, _CLOCK.date, ex.lane.plan.rid_line, ex.rid,
+        r = _relay_answer(data, _OK_LINE, _CLOCK.date, lane.plan.rid_line, ex.rid,
                           not ex.conn._keep(ex))
         if r is None or ex.started:
             return False
@@ -203,7 +205,8 @@ _h1client.relay_hook = _relay
 
 
 def _done(ex, status: int) -> None:
-    log_line = ex.lane.plan.log
+    lane = ex.lane
+    log_line = lane.plan.log
     if log_line is not None:
         log_line(ex, ex.conn.peer, status, ex.rid, ex.start_ns)
     ex.complete()

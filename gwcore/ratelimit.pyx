@@ -407,14 +407,19 @@ cdef class Check:
     says, without two Python calls on the way (forwarding lanes ask it per request)."""
     cdef object store
     cdef object buckets
+    cdef Table _t       # the store's table, once it was asked (a store opens one, once)
 
     def __init__(self, store, buckets):
         self.store = store
         self.buckets = buckets
+        self._t = None
 
     def __call__(self):
-        store = self.store
-        t = store._table
+        cdef Table t = self._t
         if t is None:
-            t = store.table
-        return (<Table?>t)._take(self.buckets, None, store.clock(), 1.0, -1)[0] < 0
+            store = self.store
+            o = store._table
+            if o is None:
+                o = store.table
+            t = self._t = <Table?>o
+        return t._take(self.buckets, None, self.store.clock(), 1.0, -1)[0] < 0

@@ -9,8 +9,11 @@ secrets.
 """
 import os
 
-from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport uint64_t
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
 
 __all__ = ["new_request_id", "seed"]
 
@@ -62,7 +65,8 @@ def new_request_id():
     """A random version-4 UUID string, as str(uuid.uuid4()) formats one."""
     cdef uint64_t hi = _next()
     cdef uint64_t lo = _next()
-    cdef char out[36]
+    s = PyUnicode_New(36, 127)      # an ASCII str, written in place
+    cdef char* out = <char*>PyUnicode_DATA(s)
     hi = (hi & ~(<uint64_t>0xF000)) | <uint64_t>0x4000                       # version 4
     lo = (lo & ~(<uint64_t>0xC000 << 48)) | (<uint64_t>0x8000 << 48)          # RFC 4122 variant
     _put(out, hi >> 32, 0, 8)
@@ -74,4 +78,4 @@ def new_request_id():
     _put(out, lo >> 48, 19, 4)
     out[23] = 45
     _put(out, lo & 0xFFFFFFFFFFFF, 24, 12)
-    return PyUnicode_DecodeASCII(out, 36, NULL)
+    return s

@@ -108,7 +108,7 @@ class UpstreamTransport:
 def idle_upstream(h1client, pool, loop, pending):
     """Put one fake, kept-alive connection into ``pool`` (as if a request had used it)."""
     conn = h1client.Connection(pool, loop)
-    conn.transport = UpstreamTransport(conn, pending)
+    conn.connection_made(UpstreamTransport(conn, pending))
     pool._loop = loop
     pool._open += 1
     pool._in_use += 1
