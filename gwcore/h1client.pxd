@@ -3,6 +3,8 @@
 
 cimport cython
 
+from gwcore._clock cimport monotonic_now as _now
+
 cdef class _Body:
     cdef public Connection _conn
     cdef public object _chunks

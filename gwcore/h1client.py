@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable
@@ -67,6 +68,9 @@ _LAST_CHUNK = b"0\r\n\r\n"
 
 #: the strict scanner for a whole Content-Length response in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
+# compiled, _now is the C clock (gwcore/_clock.pxd, cimported in h1client.pxd); uncompiled (the
+# twin), the same clock read through Python:
+globals().setdefault("_now", time.monotonic)
 _scan_response = _h1scan.scan_response
 _scan_response_block = _h1scan.scan_response_block
 _fields = _h1scan.fields
@@ -1227,8 +1231,7 @@ class UpstreamPool:
         ``relay_hook`` first (see :meth:`Connection.start`)."""
         if not self.ready():
             return False
-        loop = self._loop
-        now = loop.time()
+        now = _now()     # (the loop's clock, read now rather than at the loop pass)
         conn = self._take_idle(now)
         if conn is None:
             return False
@@ -1356,7 +1359,7 @@ class UpstreamPool:
         self._in_use -= 1
         loop = conn.loop
         conn.state = IDLE
-        conn.idle_since = loop.time()
+        conn.idle_since = _now()
         idle = self._idle
         idle.append(conn)
         if len(idle) > self._max_idle:

@@ -3,6 +3,8 @@
 
 cimport cython
 
+from gwcore._clock cimport monotonic_ns as _now_ns
+
 from gwcore.h1client cimport Connection, UpstreamPool, UpstreamResponse
 from gwcore.http1 cimport Exchange, LaneBase, _Clock
 

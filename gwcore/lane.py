@@ -48,7 +48,9 @@ _http1 = gwcore.load("http1")
 from gwcore.http1 import LaneBase  # (compiled: the C type, cimported in lane.pxd)
 _CLOCK = _http1.CLOCK
 _OK_LINE = _http1.status_line(200)
-_perf_ns = time.perf_counter_ns
+# compiled, _now_ns is the C clock (gwcore/_clock.pxd, cimported in lane.pxd); uncompiled (the
+# twin), the same clock read through Python:
+globals().setdefault("_now_ns", time.perf_counter_ns)
 
 #: answers up to this size (with a Content-Length) arrive whole and are written at once
 SMALL_RESPONSE = 256 * 1024
@@ -109,7 +111,7 @@ class Lane(LaneBase):
             if not check():
                 return False
         rid = ex.rid = _new_request_id()
-        start_ns = ex.start_ns = _perf_ns()
+        start_ns = ex.start_ns = _now_ns()
         host = plan.host_header
         if plan.pass_host and ex.host:
             host = ex.host
