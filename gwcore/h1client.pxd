@@ -129,6 +129,9 @@ cdef class UpstreamPool:
                      object arg)
     cpdef bint start_head(self, bytes head, str method, double timeout, object cb, object arg,
                           bint block, bint relay=*)
+    @cython.locals(now=double, conn=Connection)
+    cpdef bint start_taken(self, bytes head, bint is_head, bint idempotent, double timeout,
+                           object cb, object arg, bint block, bint relay)
     cpdef _waiter_timeout(self, object fut)
     cpdef _connect_failed(self, Connection conn)
     cpdef _release(self, Connection conn)

@@ -1231,12 +1231,18 @@ class UpstreamPool:
         ``relay_hook`` first (see :meth:`Connection.start`)."""
         if not self.ready():
             return False
+        return self.start_taken(head, method == "HEAD", method in _IDEMPOTENT, timeout, cb, arg,
+                                block, relay)
+
+    def start_taken(self, head: bytes, is_head: bool, idempotent: bool, timeout: float, cb: Any,
+                    arg: Any, block: bool, relay: bool) -> bool:
+        """:meth:`start_head` once :meth:`ready` said yes, for a method already known to be
+        HEAD or not and idempotent or not (a forwarding lane knows both beforehand)."""
         now = _now()     # (the loop's clock, read now rather than at the loop pass)
         conn = self._take_idle(now)
         if conn is None:
             return False
-        conn.start(head, method == "HEAD", method in _IDEMPOTENT, now + timeout, timeout,
-                   cb, arg, block, relay)
+        conn.start(head, is_head, idempotent, now + timeout, timeout, cb, arg, block, relay)
         return True
 
     # -- slots and connections ------------------------------------------------------

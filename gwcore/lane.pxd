@@ -34,6 +34,8 @@ cdef class Lane(LaneBase):
     cdef public Plan plan
     cdef public str path
     cdef public str framing
+    cdef public bint is_head
+    cdef public bint idempotent
 
     @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, host=str, raw=object,
                    head=object, sent=bint)

@@ -41,6 +41,7 @@ _new_request_id = gwcore.load("reqid").new_request_id
 _h1client = gwcore.load("h1client")
 _outgoing_headers = _h1client.outgoing_headers
 _body_framing = _h1client.body_framing
+_IDEMPOTENT = _h1client._IDEMPOTENT
 _h1scan = gwcore.load("h1scan")
 _lane_head = _h1scan.lane_head
 _relay_answer = _h1scan.relay
@@ -88,7 +89,7 @@ class Plan:
 class Lane(LaneBase):
     """A (method, path, Host) known to go to a planned route, and its upstream path."""
 
-    __slots__ = ("plan", "path", "framing")
+    __slots__ = ("plan", "path", "framing", "is_head", "idempotent")
 
     def __init__(self, plan: Plan, path: str, method: str, client_path: str, client_host: str):
         # (the client's request line and Host, the key: LaneBase's)
@@ -96,6 +97,8 @@ class Lane(LaneBase):
         self.plan = plan
         self.path = path                  # the upstream path, rendered from the parameters
         self.framing = _body_framing(method)
+        self.is_head = method == "HEAD"
+        self.idempotent = method in _IDEMPOTENT
 
     def forward(self, ex, peer: str):
         """Forward the scanned request ``ex`` (the front end's Exchange). The serve_now
@@ -122,7 +125,8 @@ class Lane(LaneBase):
             head = _lane_head(raw, self.path, plan.fixed_query, host, peer, plan.fwd_port,
                               self.framing)
         if head is not None:
-            sent = pool.start_head(head, ex.method, plan.timeout, _answered, ex, True, True)
+            sent = pool.start_taken(head, self.is_head, self.idempotent, plan.timeout, _answered,
+                                    ex, True, True)
         else:
             ex.unpack()
             q = ex.query
