@@ -3,7 +3,7 @@
 
 cimport cython
 
-from gwcore._clock cimport monotonic_now as _now
+from gwcore._clock cimport monotonic_now as _now, monotonic_coarse as _now_coarse
 
 cdef class _Body:
     cdef public Connection _conn

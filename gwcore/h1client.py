@@ -68,9 +68,10 @@ _LAST_CHUNK = b"0\r\n\r\n"
 
 #: the strict scanner for a whole Content-Length response in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
-# compiled, _now is the C clock (gwcore/_clock.pxd, cimported in h1client.pxd); uncompiled (the
+# compiled, _now and _now_coarse are C clocks (gwcore/_clock.pxd, cimported in h1client.pxd); uncompiled (the
 # twin), the same clock read through Python:
 globals().setdefault("_now", time.monotonic)
+globals().setdefault("_now_coarse", time.monotonic)
 _scan_response = _h1scan.scan_response
 _scan_response_block = _h1scan.scan_response_block
 _fields = _h1scan.fields
@@ -1365,7 +1366,7 @@ class UpstreamPool:
         self._in_use -= 1
         loop = conn.loop
         conn.state = IDLE
-        conn.idle_since = _now()
+        conn.idle_since = _now_coarse()    # (idle seconds: a tick's precision is plenty)
         idle = self._idle
         idle.append(conn)
         if len(idle) > self._max_idle:

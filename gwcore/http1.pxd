@@ -3,7 +3,7 @@
 
 cimport cython
 
-from gwcore._clock cimport monotonic_now as _now
+from gwcore._clock cimport monotonic_coarse as _now_coarse
 
 @cython.locals(parts=list, date=bytes, n=Py_ssize_t, count=Py_ssize_t, block=str, lk=str)
 cpdef bytes encode_head(int status, object headers, str framing, bint keep_alive)

@@ -51,9 +51,9 @@ LINGER_S = 2.0               # how long unread request bodies are drained before
 LINGER_BYTES = 1 << 20
 
 _monotonic = time.monotonic
-# compiled, _now is the C clock (gwcore/_clock.pxd, cimported in http1.pxd); uncompiled (the
-# twin), the same clock read through Python:
-globals().setdefault("_now", time.monotonic)
+# compiled, _now_coarse is a C clock (gwcore/_clock.pxd, cimported in http1.pxd); uncompiled
+# (the twin), the same clock read through Python:
+globals().setdefault("_now_coarse", time.monotonic)
 _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
 #: the strict scanner for a whole body-less request in one read (llhttp for the rest)
@@ -785,7 +785,7 @@ class Connection:
             else:
                 self.transport.close()
             return
-        self.idle_since = _now()
+        self.idle_since = _now_coarse()    # (idle seconds: a tick's precision is plenty)
         self._pump()
 
     def _pump(self):

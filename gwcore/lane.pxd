@@ -50,5 +50,8 @@ cpdef _answered(Exchange ex, UpstreamResponse resp, object exc, object retry)
 cpdef bint _relay(Connection conn, bytes data)
 
 
+cpdef object _start_ns(Exchange ex)
+
+
 @cython.locals(lane=Lane, log_line=object)
 cpdef _done(Exchange ex, int status)

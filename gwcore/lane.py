@@ -114,7 +114,8 @@ class Lane(LaneBase):
             if not check():
                 return False
         rid = ex.rid = _new_request_id()
-        start_ns = ex.start_ns = _now_ns()
+        if plan.log is not None:
+            ex.start_ns = _now_ns()     # (else read when a Request is made: _start_ns)
         host = plan.host_header
         if plan.pass_host and ex.host:
             host = ex.host
@@ -140,7 +141,7 @@ class Lane(LaneBase):
             return True
         # no usable idle connection after all: the integration's own entry (the checks
         # passed already and must not run twice)
-        req = plan.make_request(ex, peer, rid, start_ns)
+        req = plan.make_request(ex, peer, rid, _start_ns(ex))
         r = plan.start(req)
         if r is True:
             return True
@@ -172,7 +173,7 @@ def _answered(ex, resp, exc, retry) -> None:
                     ex.response_bytes(status, headers, body)
                     _done(ex, status)
                     return
-        req = plan.make_request(ex, ex.conn.peer, ex.rid, ex.start_ns)
+        req = plan.make_request(ex, ex.conn.peer, ex.rid, _start_ns(ex))
     except Exception:       # never into the upstream connection's protocol callbacks
         log.exception("request %s: forwarding the answer failed", ex.rid)
         ex.complete()       # the front end answers 500 when nothing was written
@@ -208,6 +209,14 @@ def _relay(conn, data: bytes) -> bool:
 
 
 _h1client.relay_hook = _relay
+
+
+def _start_ns(ex) -> int:
+    """The request's start (perf ns) for a Request made of it: read by Lane.forward when
+    the plan logs, else now (a few µs later: nothing timed it)."""
+    if ex.start_ns == 0:
+        ex.start_ns = _now_ns()
+    return ex.start_ns
 
 
 def _done(ex, status: int) -> None:
