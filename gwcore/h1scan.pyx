@@ -257,7 +257,7 @@ cdef inline Py_ssize_t _put(char* out, Py_ssize_t pos, const void* src, Py_ssize
     return pos + n
 
 
-def scan_request(bytes data, Py_ssize_t limit):
+cpdef object scan_request(bytes data, Py_ssize_t limit):
     """``(method, path, query, headers, host, keep_alive)`` when ``data`` is exactly one
     whole HTTP/1.1 request head of the taken kind with no body; else None."""
     cdef _Req r
@@ -267,7 +267,7 @@ def scan_request(bytes data, Py_ssize_t limit):
     return _request_tuple(s, &r)
 
 
-def scan_lane(bytes data, Py_ssize_t limit, dict lanes):
+cpdef object scan_lane(bytes data, Py_ssize_t limit, dict lanes):
     """:func:`scan_request` for a front end that keeps forwarding lanes: ``lanes`` maps
     :func:`lane_key` bytes to lanes. None when the head is not taken; ``(lane,
     keep_alive)`` when ``lanes`` has one for its method, path and Host (nothing else is
@@ -326,7 +326,7 @@ cdef inline bint _request_drop(const unsigned char* s, Py_ssize_t n, bint close)
     return False
 
 
-def lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd_port,
+cpdef object lane_head(bytes data, str path, str fixed_query, str host, str peer, str fwd_port,
               str framing):
     """The upstream request head for the request head ``data`` (one scan_request takes),
     forwarded to ``path`` (the query appended after ``fixed_query``): the client's headers
@@ -443,7 +443,7 @@ cdef inline bint _hop(const unsigned char* s, Py_ssize_t n):
     return False
 
 
-def scan_response(bytes data):
+cpdef object scan_response(bytes data):
     """``(status, headers, forward, content_length, keep_alive, body_start)`` when ``data``
     is exactly one whole HTTP/1.1 response of the taken kind (a final status other than
     204/304, one Content-Length, the whole body and nothing after it); else None.
@@ -453,7 +453,7 @@ def scan_response(bytes data):
     return _scan_response(data, False)
 
 
-def scan_response_block(bytes data):
+cpdef object scan_response_block(bytes data):
     """What :func:`scan_response` takes, as ``(status, block, has_date, content_length,
     keep_alive, body_start)``: ``block`` is the forwarded headers written as
     ``fields(forward, (), None)`` would write them, ``has_date`` whether a Date is among
@@ -465,7 +465,7 @@ def scan_response_block(bytes data):
 DEF RELAY_MAX = 65535
 
 
-def relay(bytes data, bytes ok_line, bytes date, bytes rid_line, str rid, bint close):
+cpdef object relay(bytes data, bytes ok_line, bytes date, bytes rid_line, str rid, bint close):
     """The client's answer for a whole upstream ``200`` response ``data`` (one
     scan_response_block takes, body under 64 KiB), in one bytes: ``ok_line``, ``date``
     unless the response has a Date, its forwarded header lines, ``rid_line`` + ``rid`` +

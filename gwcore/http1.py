@@ -58,8 +58,9 @@ _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
 #: the strict scanner for a whole body-less request in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
-_scan_request = _h1scan.scan_request
-_scan_lane = _h1scan.scan_lane
+# (compiled, these two are C calls: cimported in http1.pxd; uncompiled, the module's)
+globals().setdefault("_scan_request", _h1scan.scan_request)
+globals().setdefault("_scan_lane", _h1scan.scan_lane)
 _UNLIMITED = 1 << 62
 _fields = _h1scan.fields
 _answer = _h1scan.answer

@@ -4,6 +4,8 @@
 cimport cython
 
 from gwcore._clock cimport monotonic_ns as _now_ns
+from gwcore.h1scan cimport lane_head as _lane_head, relay as _relay_answer
+from gwcore.reqid cimport new_request_id as _new_request_id
 
 from gwcore.h1client cimport Connection, UpstreamPool, UpstreamResponse
 from gwcore.http1 cimport Exchange, LaneBase, _Clock

@@ -37,14 +37,16 @@ import gwcore
 
 log = logging.getLogger("gwproxy")
 
-_new_request_id = gwcore.load("reqid").new_request_id
+# (compiled, the request id and the two h1scan writers are C calls: cimported in lane.pxd;
+# uncompiled, the modules')
+globals().setdefault("_new_request_id", gwcore.load("reqid").new_request_id)
 _h1client = gwcore.load("h1client")
 _outgoing_headers = _h1client.outgoing_headers
 _body_framing = _h1client.body_framing
 _IDEMPOTENT = _h1client._IDEMPOTENT
 _h1scan = gwcore.load("h1scan")
-_lane_head = _h1scan.lane_head
-_relay_answer = _h1scan.relay
+globals().setdefault("_lane_head", _h1scan.lane_head)
+globals().setdefault("_relay_answer", _h1scan.relay)
 _http1 = gwcore.load("http1")
 from gwcore.http1 import LaneBase  # (compiled: the C type, cimported in lane.pxd)
 _CLOCK = _http1.CLOCK

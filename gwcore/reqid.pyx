@@ -61,7 +61,7 @@ cdef inline void _put(char* out, uint64_t v, int pos, int n):
         v >>= 4
 
 
-def new_request_id():
+cpdef str new_request_id():
     """A random version-4 UUID string, as str(uuid.uuid4()) formats one."""
     cdef uint64_t hi = _next()
     cdef uint64_t lo = _next()
