@@ -434,6 +434,10 @@ class Check:
         self.buckets = buckets
 
     def __call__(self) -> bool:
+        return self.ok()
+
+    def ok(self) -> bool:
+        """What calling it says."""
         store = self.store
         t = store._table
         if t is None:

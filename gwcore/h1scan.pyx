@@ -213,6 +213,12 @@ cdef bint _scan_req(const unsigned char* s, Py_ssize_t n, Py_ssize_t limit, _Req
     return i == n - 2        # else an empty line before the end: more than one message
 
 
+#: the last head scan_lane found a lane for, and its scan: lane_head, asked for that same
+#: bytes object next (Lane.forward), reuses the scan instead of making it again
+cdef object _lane_data = None
+cdef _Req _lane_req
+
+
 cdef tuple _request_tuple(const unsigned char* s, _Req* r):
     """scan_request's answer for a head _scan_req took."""
     cdef Py_ssize_t i = r.fields, ns, nl, vs, vl, k, j
@@ -291,6 +297,9 @@ cpdef object scan_lane(bytes data, Py_ssize_t limit, dict lanes):
         memcpy(out + ml + 2 + pl, s + r.hs, hl)
     lane = lanes.get(key)
     if lane is not None:
+        global _lane_data, _lane_req
+        _lane_data = data
+        _lane_req = r
         return (lane, r.keep)
     return _request_tuple(s, &r)
 
@@ -345,7 +354,11 @@ cpdef object lane_head(bytes data, str path, str fixed_query, str host, str peer
     for piece in (path, fixed_query, host, peer, fwd_port, framing):
         if PyUnicode_KIND(piece) != PyUnicode_1BYTE_KIND:
             return None
-    if not _scan_req(s, PyBytes_GET_SIZE(data), PY_SSIZE_T_MAX, &r) or r.nf > MAX_FIELDS:
+    if data is _lane_data:
+        r = _lane_req           # (scan_lane's scan of these very bytes)
+    elif not _scan_req(s, PyBytes_GET_SIZE(data), PY_SSIZE_T_MAX, &r):
+        return None
+    if r.nf > MAX_FIELDS:
         return None
     nq = r.pe - r.q - 1 if r.q >= 0 else 0
     method = <str>r.method

@@ -6,6 +6,7 @@ cimport cython
 from gwcore._clock cimport monotonic_ns as _now_ns
 from gwcore.h1scan cimport lane_head as _lane_head, relay as _relay_answer
 from gwcore.reqid cimport new_request_id as _new_request_id
+from gwcore.ratelimit cimport Check as _Check
 
 from gwcore.h1client cimport Connection, UpstreamPool, UpstreamResponse
 from gwcore.http1 cimport Exchange, LaneBase, _Clock
@@ -39,7 +40,7 @@ cdef class Lane(LaneBase):
     cdef public bint is_head
     cdef public bint idempotent
 
-    @cython.locals(plan=Plan, pool=UpstreamPool, q=str, fq=str, host=str, raw=object,
+    @cython.locals(plan=Plan, pool=UpstreamPool, c=_Check, q=str, fq=str, host=str, raw=object,
                    head=object, sent=bint)
     cpdef object forward(self, Exchange ex, str peer)
 

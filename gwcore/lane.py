@@ -37,8 +37,8 @@ import gwcore
 
 log = logging.getLogger("gwproxy")
 
-# (compiled, the request id and the two h1scan writers are C calls: cimported in lane.pxd;
-# uncompiled, the modules')
+# (compiled, the request id, the two h1scan writers and the throttle check are C calls and
+# a C type: cimported in lane.pxd; uncompiled, the modules')
 globals().setdefault("_new_request_id", gwcore.load("reqid").new_request_id)
 _h1client = gwcore.load("h1client")
 _outgoing_headers = _h1client.outgoing_headers
@@ -47,6 +47,7 @@ _IDEMPOTENT = _h1client._IDEMPOTENT
 _h1scan = gwcore.load("h1scan")
 globals().setdefault("_lane_head", _h1scan.lane_head)
 globals().setdefault("_relay_answer", _h1scan.relay)
+globals().setdefault("_Check", gwcore.load("ratelimit").Check)
 _http1 = gwcore.load("http1")
 from gwcore.http1 import LaneBase  # (compiled: the C type, cimported in lane.pxd)
 _CLOCK = _http1.CLOCK
@@ -113,7 +114,11 @@ class Lane(LaneBase):
         if not pool.ready():
             return False
         for check in plan.checks:
-            if not check():
+            if type(check) is _Check:
+                c = check
+                if not c.ok():          # (compiled: a C call)
+                    return False
+            elif not check():
                 return False
         rid = ex.rid = _new_request_id()
         if plan.log is not None:

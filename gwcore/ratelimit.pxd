@@ -51,3 +51,11 @@ cdef class Table:
     cdef void _unlock(self) noexcept
     cdef Py_ssize_t _find(self, uint64_t h, Py_ssize_t hint, double now, bint *fresh) noexcept
     cdef tuple _take(self, object buckets, object counters, double now, double cost, Py_ssize_t at)
+
+
+cdef class Check:
+    cdef object store
+    cdef object buckets
+    cdef Table _t
+
+    cpdef bint ok(self)

@@ -407,17 +407,19 @@ cdef class Check:
     """``check()``: one token from each of ``buckets`` now, in ``store``'s table at
     ``store.clock()`` (store: proxy.state.memory.MemoryStore, or anything with ``table``
     and ``clock``); True when every bucket had one. What ``store.take_now(buckets)[0] < 0``
-    says, without two Python calls on the way (forwarding lanes ask it per request)."""
-    cdef object store
-    cdef object buckets
-    cdef Table _t       # the store's table, once it was asked (a store opens one, once)
+    says, without two Python calls on the way (forwarding lanes ask it per request: a C
+    call to :meth:`ok` when compiled). Fields in ratelimit.pxd."""
 
     def __init__(self, store, buckets):
         self.store = store
         self.buckets = buckets
-        self._t = None
+        self._t = None      # the store's table, once it was asked (a store opens one, once)
 
     def __call__(self):
+        return self.ok()
+
+    cpdef bint ok(self):
+        """What calling it says."""
         cdef Table t = self._t
         cdef double now
         if t is None:

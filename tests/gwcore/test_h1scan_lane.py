@@ -90,6 +90,28 @@ def check(data: bytes) -> int:
     return taken
 
 
+def test_lane_head_after_scan_lane():
+    """scan_lane keeps its scan of the head it found a lane for, for the lane_head that
+    follows on the same bytes: lane_head gives the same bytes that way, on a copy, and
+    after a scan_lane of another head (whose scan it must not use)."""
+    taken = [d for d in CORPUS[:7] if TWINS[0][1].scan_request(d, LIMIT) is not None]
+    assert len(taken) >= 5
+    pure = dict(TWINS)["python"]
+    for _, mod in TWINS:
+        for a in taken:
+            ra = mod.scan_request(a, LIMIT)
+            for b in taken:
+                rb = mod.scan_request(b, LIMIT)
+                args = ARGS[1] + (h1client.body_framing(rb[0]),)
+                want = pure.lane_head(b, *args)
+                assert mod.scan_lane(b, LIMIT, {mod.lane_key(rb[0], rb[1], rb[4]): "L"}) == ("L", rb[5])
+                assert mod.lane_head(b, *args) == want              # scan_lane's own scan
+                copy = bytes(bytearray(b))
+                assert mod.scan_lane(a, LIMIT, {mod.lane_key(ra[0], ra[1], ra[4]): "L"}) == ("L", ra[5])
+                assert mod.lane_head(copy, *args) == want           # another head's scan kept
+                assert mod.lane_head(b, *args) == want
+
+
 def test_both_twins_present():
     assert [name for name, _ in TWINS][-1] == "python"
 
