@@ -4,7 +4,6 @@
 cimport cython
 
 from gwcore._clock cimport monotonic_now as _now, monotonic_coarse as _now_coarse
-from gwcore.h1scan cimport scan_response as _scan_response, scan_response_block as _scan_response_block
 
 cdef class _Body:
     cdef public Connection _conn

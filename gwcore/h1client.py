@@ -68,12 +68,13 @@ _LAST_CHUNK = b"0\r\n\r\n"
 
 #: the strict scanner for a whole Content-Length response in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
-# compiled, _now and _now_coarse are C clocks (gwcore/_clock.pxd) and the two scanners C
-# calls, all cimported in h1client.pxd; uncompiled (the twin), the same read through Python:
+# compiled, _now and _now_coarse are C clocks (gwcore/_clock.pxd, cimported in h1client.pxd);
+# uncompiled (the twin), the same clock read through Python:
 globals().setdefault("_now", time.monotonic)
 globals().setdefault("_now_coarse", time.monotonic)
-globals().setdefault("_scan_response", _h1scan.scan_response)
-globals().setdefault("_scan_response_block", _h1scan.scan_response_block)
+# (module globals, not cimported: off the relayed path, and tests swap them for spies)
+_scan_response = _h1scan.scan_response
+_scan_response_block = _h1scan.scan_response_block
 _fields = _h1scan.fields
 
 # Connection states (ints: compared on the hot path). DETACHED: holds a pool slot but

@@ -4,7 +4,7 @@
 cimport cython
 
 from gwcore._clock cimport monotonic_coarse as _now_coarse
-from gwcore.h1scan cimport scan_lane as _scan_lane, scan_request as _scan_request
+from gwcore.h1scan cimport scan_lane as _scan_lane
 
 @cython.locals(parts=list, date=bytes, n=Py_ssize_t, count=Py_ssize_t, block=str, lk=str)
 cpdef bytes encode_head(int status, object headers, str framing, bint keep_alive)

@@ -58,8 +58,8 @@ _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
 #: the strict scanner for a whole body-less request in one read (llhttp for the rest)
 _h1scan = gwcore.load("h1scan")
-# (compiled, these two are C calls: cimported in http1.pxd; uncompiled, the module's)
-globals().setdefault("_scan_request", _h1scan.scan_request)
+_scan_request = _h1scan.scan_request     # (a module global: tests swap it for a spy)
+# (compiled, scan_lane is a C call: cimported in http1.pxd; uncompiled, the module's)
 globals().setdefault("_scan_lane", _h1scan.scan_lane)
 _UNLIMITED = 1 << 62
 _fields = _h1scan.fields
