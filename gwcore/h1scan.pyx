@@ -263,7 +263,7 @@ cdef inline Py_ssize_t _put(char* out, Py_ssize_t pos, const void* src, Py_ssize
     return pos + n
 
 
-cpdef object scan_request(bytes data, Py_ssize_t limit):
+def scan_request(bytes data, Py_ssize_t limit):
     """``(method, path, query, headers, host, keep_alive)`` when ``data`` is exactly one
     whole HTTP/1.1 request head of the taken kind with no body; else None."""
     cdef _Req r
@@ -456,7 +456,7 @@ cdef inline bint _hop(const unsigned char* s, Py_ssize_t n):
     return False
 
 
-cpdef object scan_response(bytes data):
+def scan_response(bytes data):
     """``(status, headers, forward, content_length, keep_alive, body_start)`` when ``data``
     is exactly one whole HTTP/1.1 response of the taken kind (a final status other than
     204/304, one Content-Length, the whole body and nothing after it); else None.
@@ -466,7 +466,7 @@ cpdef object scan_response(bytes data):
     return _scan_response(data, False)
 
 
-cpdef object scan_response_block(bytes data):
+def scan_response_block(bytes data):
     """What :func:`scan_response` takes, as ``(status, block, has_date, content_length,
     keep_alive, body_start)``: ``block`` is the forwarded headers written as
     ``fields(forward, (), None)`` would write them, ``has_date`` whether a Date is among
